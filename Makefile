@@ -1,0 +1,39 @@
+# turnomatic: the two commands a newcomer needs are `make up` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+# Debian packages the control machine needs for the tests, the lab and the benchmarks.
+DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 openssh-client \
+	curl dnsutils rsync
+
+# Test directories in the order they run: fast service tests first, then the lab,
+# the roles (Molecule), and the fleet end to end.
+TEST_DIRS := tests/app
+
+.PHONY: help setup up test lint bench-app
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+setup: $(VENV)/.installed ## install Debian packages, the virtualenv and the collections
+
+$(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt -e app
+	$(BIN)/ansible-galaxy collection install -r requirements.yml
+	touch $@
+
+up: setup ## bring turnomatic up: the embedded single process on 127.0.0.1:7017
+	$(BIN)/turnomatic serve
+
+test: setup ## run every test
+	$(BIN)/pytest $(TEST_DIRS)
+
+bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis INCR, same run
+	$(BIN)/python tests/bench/bench_app.py
