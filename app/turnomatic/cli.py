@@ -1,0 +1,89 @@
+"""`turnomatic serve`: the app on waitress, configured by options or TURNOMATIC_* variables."""
+
+import argparse
+import logging
+import socket
+import sys
+
+import waitress
+
+from . import config, create_app
+from .store import StoreUnavailable
+
+log = logging.getLogger("turnomatic")
+
+
+def build_parser(environ):
+    try:
+        defaults = config.from_environ(environ)
+    except ValueError as error:
+        sys.exit(f"turnomatic: {error}")
+    parser = argparse.ArgumentParser(prog="turnomatic", description="Ticket numbers: GET /turno/<id>.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve the API on waitress",
+        description="Serve GET /turno/<id>, /healthz and /readyz on waitress. "
+        "Each option can also be set by the environment variable named in brackets.",
+    )
+    for setting in config.SETTINGS:
+        kind = {"action": argparse.BooleanOptionalAction} if setting.parse is config.boolean else {"type": setting.parse}
+        serve_parser.add_argument(
+            setting.option,
+            default=defaults[setting.name],
+            help=f"{setting.help} [{setting.env}, default: {setting.default!r}]",
+            **kind,
+        )
+    return parser
+
+
+def main(argv=None, environ=None):
+    import os
+
+    args = build_parser(os.environ if environ is None else environ).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(serve(args))
+
+
+def serve(args):
+    settings = {setting.name.upper(): getattr(args, setting.name) for setting in config.SETTINGS}
+    try:
+        app = create_app(settings)
+    except ValueError as error:
+        log.error("cannot start: %s", error)
+        return 2
+    store = app.extensions["store"]
+    if args.reuse_port and store.single_process:
+        log.error(
+            "cannot start: --reuse-port runs several processes on one port, and each would keep its own "
+            "memory counters and hand out the same numbers; use a redis:// store for more than one process"
+        )
+        return 2
+    try:
+        store.ping()
+    except StoreUnavailable as error:
+        log.warning("store not ready yet, /turno answers 503 until it is: %s", error)
+    try:
+        listener = listen(args.host, args.port, args.reuse_port)
+    except OSError as error:
+        log.error("cannot listen on %s port %d: %s", args.host, args.port, error)
+        return 1
+    log.info("store %s, %d threads, metrics %s", redacted(args.store), args.threads, args.statsd or "off")
+    waitress.serve(app, sockets=[listener], threads=args.threads, connection_limit=args.connection_limit)
+    return 0
+
+
+def listen(host, port, reuse_port):
+    """The listening socket, with SO_REUSEPORT when several processes share the port."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
+
+
+def redacted(url):
+    """The store URL without its password, for the log."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}{separator}{user}:***@{location}"

@@ -1,0 +1,96 @@
+"""The HTTP API: GET /turno/<id>, /healthz, /readyz, and a JSON body for every error."""
+
+import logging
+import re
+
+from flask import Blueprint, current_app, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from . import metrics
+from .store import CorruptCounter, CounterExhausted, StoreError, StoreUnavailable
+
+ID_RULE = "1 to 64 characters of A-Z a-z 0-9 . _ -, the first a letter or digit"
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+LOGGED_PATH_LENGTH = 100
+
+bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.get("/turno/<id>")
+def turno(id):
+    if request.method == "HEAD":
+        # Flask adds HEAD to every GET route; here it would use up a number unseen.
+        raise MethodNotAllowed(["GET"], "HEAD would use up a number without showing it; use GET.")
+    if not ID_PATTERN.fullmatch(id):
+        return bad_id()
+    number = current_app.extensions["store"].next_turno(id)
+    metrics.count("tickets")
+    return {"id": id, "turno": number}
+
+
+def bad_id():
+    return error_response(400, "bad_id", f"id must be {ID_RULE}")
+
+
+@bp.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    current_app.extensions["store"].ping()
+    return {"status": "ready"}
+
+
+# Each store failure, its status and error name.
+STORE_ERRORS = {
+    CounterExhausted: (409, "counter_exhausted"),
+    CorruptCounter: (500, "corrupt_counter"),
+    StoreUnavailable: (503, "store_unavailable"),
+}
+
+
+@bp.errorhandler(StoreError)
+def store_error(error):
+    status, name = STORE_ERRORS[type(error)]
+    if status >= 500:
+        metrics.count("store.errors")
+    return error_response(status, name, str(error))
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(error):
+    """404, 405 and the other errors Werkzeug raises, as JSON, keeping their headers (Allow)."""
+    if isinstance(error, NotFound):
+        if (request.path + "/").startswith("/turno/"):
+            # An empty id, or one with a slash (also %2F): a bad id, not an unknown endpoint.
+            return bad_id()
+        return error_response(404, "not_found", "no such endpoint; the API is GET /turno/<id>, /healthz, /readyz")
+    response = error_response(error.code, error.name.lower().replace(" ", "_"), error.description)
+    response.headers.extend((k, v) for k, v in error.get_headers() if k.lower() != "content-type")
+    return response
+
+
+@bp.app_errorhandler(Exception)
+def unexpected_error(error):
+    log.exception("%s %s -> 500 internal_error", request.method, truncated(request.path))
+    response = current_app.json.response({"error": "internal_error", "message": "unexpected error; it is logged"})
+    response.status_code = 500
+    return response
+
+
+def error_response(status, error, message):
+    """The JSON error body, and its log line: request (with the id), status and cause."""
+    log.warning("%s %s -> %d %s: %s", request.method, truncated(request.path), status, error, message)
+    response = current_app.json.response({"error": error, "message": message})
+    response.status_code = status
+    return response
+
+
+def truncated(text):
+    """repr() keeps control characters out of the log; long paths are cut."""
+    if len(text) > LOGGED_PATH_LENGTH:
+        return repr(text[:LOGGED_PATH_LENGTH]) + f"... ({len(text)} characters)"
+    return repr(text)
