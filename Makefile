@@ -32,8 +32,12 @@ $(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml
 up: setup ## bring turnomatic up: the embedded single process on 127.0.0.1:7017
 	$(BIN)/turnomatic serve
 
-test: setup ## run every test
+test: setup lint ## run every test
 	$(BIN)/pytest $(TEST_DIRS)
+
+lint: setup ## yamllint and ansible-lint (production profile) over every playbook and role
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint
 
 bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis INCR, same run
 	$(BIN)/python tests/bench/bench_app.py
