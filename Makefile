@@ -12,7 +12,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 
 # Test directories in the order they run: fast service tests first, then the lab,
 # the roles (Molecule), and the fleet end to end.
-TEST_DIRS := tests/app
+TEST_DIRS := tests/app tests/balancer
 
 .PHONY: help setup up test lint bench-app
 
