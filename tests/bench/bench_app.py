@@ -1,0 +1,124 @@
+"""Benchmark: turnomatic (Flask on waitress, Redis store, metrics on) against a bare
+WSGI callable doing the same Redis increment on waitress, in the same run.
+
+Runs wrk (Debian) against each server in turn, alternating, and prints requests/s
+and the ratio turnomatic / bare. Both servers run as one process with waitress's
+4 threads, against one local redis-server. Target: ratio >= 0.90.
+
+    make bench-app            # or: .venv/bin/python tests/bench/bench_app.py [--rounds N --seconds S]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answers(url, process, deadline=15.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            sys.exit(f"server for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer within {deadline} s")
+
+
+def wrk(url, seconds, threads, connections):
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    ).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if errors or "Socket errors" in output:
+        sys.exit(f"wrk saw errors against {url}:\n{output}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run (default 10)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    args = parser.parse_args()
+    if not shutil.which("wrk") or not shutil.which("redis-server"):
+        sys.exit("needs wrk and redis-server (make setup installs them)")
+
+    processes = []
+    with tempfile.TemporaryDirectory(prefix="turnomatic-bench-") as workdir:
+        try:
+            redis_port = free_port()
+            processes.append(subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", workdir],
+                stdout=subprocess.DEVNULL,
+            ))
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            # A UDP socket for the metrics, never read: sending costs what it costs on a fleet.
+            statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            statsd_sink.bind(("127.0.0.1", 0))
+            statsd = "127.0.0.1:%d" % statsd_sink.getsockname()[1]
+
+            app_port, bare_port = free_port(), free_port()
+            python = sys.executable
+            app = subprocess.Popen(
+                [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd],
+                stderr=subprocess.DEVNULL,
+            )
+            bare = subprocess.Popen(
+                [python, "-m", "waitress", "--listen", f"127.0.0.1:{bare_port}", "--threads", "4", "bare_app:application"],
+                cwd=HERE, env={**os.environ, "BENCH_REDIS_URL": redis_url}, stderr=subprocess.DEVNULL,
+            )
+            processes += [app, bare]
+            targets = {
+                "turnomatic": f"http://127.0.0.1:{app_port}/turno/bench-app",
+                "bare": f"http://127.0.0.1:{bare_port}/turno/bench-bare",
+                "bare INCR": f"http://127.0.0.1:{bare_port}/incr/bench-incr",
+            }
+            wait_until_answers(f"http://127.0.0.1:{app_port}/healthz", app)
+            wait_until_answers(targets["bare"], bare)
+
+            print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
+                  f"one waitress process (4 threads) each, redis-server on loopback", flush=True)
+            for url in targets.values():  # warm up
+                wrk(url, 2, args.threads, args.connections)
+            figures = {name: [] for name in targets}
+            for round in range(1, args.rounds + 1):
+                for name, url in targets.items():
+                    figures[name].append(wrk(url, args.seconds, args.threads, args.connections))
+                ratio = figures["turnomatic"][-1] / figures["bare"][-1]
+                print(f"round {round}: " + ", ".join(f"{name} {values[-1]:.0f} req/s" for name, values in figures.items())
+                      + f"; ratio {ratio:.3f}", flush=True)
+            ratios = [a / b for a, b in zip(figures["turnomatic"], figures["bare"])]
+            print("median: " + ", ".join(f"{name} {statistics.median(v):.0f} req/s" for name, v in figures.items()))
+            print(f"turnomatic / bare (same scripted increment): median {statistics.median(ratios):.3f} "
+                  f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}); target >= 0.90")
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
