@@ -8,25 +8,29 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages the control machine needs for the tests, the lab and the benchmarks.
 DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 openssh-client \
-	curl dnsutils rsync
+	curl dnsutils rsync nodejs
+# npm: Debian's nodejs comes without it (package npm); NodeSource's nodejs brings its own
+# and conflicts with Debian's npm, so npm is installed only where it is missing.
 
 # Test directories in the order they run: fast service tests first, then the lab,
 # the roles (Molecule), and the fleet end to end.
-TEST_DIRS := tests/app tests/balancer
+TEST_DIRS := tests/app tests/balancer tests/load
 
-.PHONY: help setup up test lint bench-app
+.PHONY: help setup up test lint bench-app load load-smoke
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 setup: $(VENV)/.installed ## install Debian packages, the virtualenv and the collections
 
-$(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tests/load/package-lock.json
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt -e app
 	$(BIN)/ansible-galaxy collection install -r requirements.yml
+	npm ci --silent --prefix tests/load
 	touch $@
 
 up: setup ## bring turnomatic up: the embedded single process on 127.0.0.1:7017
@@ -41,3 +45,12 @@ lint: setup ## yamllint and ansible-lint (production profile) over every playboo
 
 bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis INCR, same run
 	$(BIN)/python tests/bench/bench_app.py
+
+# make load LOAD_TARGET=http://10.70.17.11:7017 LOAD_ARGS="--start 200 --step 200 --max-rate 4000"
+LOAD_TARGET ?= http://127.0.0.1:7017
+LOAD_ARGS ?=
+load: setup ## open-loop load steps against LOAD_TARGET, every ticket checked; report in tests/output/load
+	$(BIN)/python tests/load/turnoload.py --target $(LOAD_TARGET) $(LOAD_ARGS)
+
+load-smoke: setup ## the short, bounded load run CI makes (real redis-server, turnomatic, nginx on loopback)
+	$(BIN)/pytest tests/load
