@@ -1,0 +1,207 @@
+"""The fleet end to end on the lab: site.yml on the lab VMs, then the service as
+a client sees it through the DNS name, under load, with an app VM killed, and
+during a rolling update.
+
+Load comes from the lab's client host: ticket_checker.py runs there and returns
+every ticket it received; the numbers are judged here. Figures (site.yml times,
+requests per second) are printed and written to tests/output/fleet-figures.json.
+"""
+
+import json
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+CHECKER = Path(__file__).with_name("ticket_checker.py")
+REMOTE_CHECKER = "/root/ticket_checker.py"
+FIGURES = Path(__file__).resolve().parents[1] / "output" / "fleet-figures.json"
+SERVICE_NAME = "turnomatic.lab"
+
+
+def record_figure(name, value):
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    figures[name] = value
+    FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    print(f"{name}: {value}")
+
+
+def fresh_prefix(label):
+    return f"e2e-{label}-{uuid.uuid4().hex[:8]}"
+
+
+class Load:
+    """ticket_checker.py running on the client host, started in the background."""
+
+    def __init__(self, fleet, prefix, requests, max_seconds, until_stdin_closes=False, concurrency=64, ids=10):
+        command = (f"python3 {REMOTE_CHECKER} --name {SERVICE_NAME} --id-prefix {prefix} --requests {requests} "
+                   f"--max-seconds {max_seconds} --concurrency {concurrency} --ids {ids}")
+        if until_stdin_closes:
+            command += " --until-stdin-closes"
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            fleet.ssh_command("client1", command),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def finish(self, timeout=600):
+        """Close its stdin (stops an --until-stdin-closes run) and read its report."""
+        stdout, stderr = self.process.communicate(input="", timeout=timeout)
+        assert self.process.returncode == 0, f"ticket_checker failed: {stderr.strip()}"
+        return Report(json.loads(stdout))
+
+
+class Report:
+    def __init__(self, result):
+        self.result = result
+        self.tickets = result["tickets"]
+        self.ok = result["statuses"].get("200", 0)
+        self.failed = sum(result["failures"].values()) + sum(
+            count for status, count in result["statuses"].items() if status != "200")
+
+    def duplicates(self):
+        """id → numbers received more than once."""
+        return {ticket_id: sorted(n for n, c in Counter(numbers).items() if c > 1)
+                for ticket_id, numbers in self.tickets.items() if len(set(numbers)) != len(numbers)}
+
+    def missing(self):
+        """id → how many numbers of 1..max were never received (gaps)."""
+        return {ticket_id: max(numbers) - len(set(numbers)) for ticket_id, numbers in self.tickets.items()}
+
+    def exactly_one_to_n(self):
+        return all(sorted(numbers) == list(range(1, len(numbers) + 1)) for numbers in self.tickets.values())
+
+    def summary(self):
+        return {key: self.result[key] for key in
+                ("requests", "seconds", "ok_per_second", "statuses", "failures", "by_balancer")}
+
+
+@pytest.fixture(scope="module")
+def client(fleet):
+    """The fleet, with the checker copied onto the client host."""
+    fleet.ssh("client1", f"cat > {REMOTE_CHECKER}", input=CHECKER.read_text())
+    return fleet
+
+
+def balancer_addresses(fleet):
+    return sorted(fleet.address(host) for host in ("lb1", "lb2"))
+
+
+def can_connect(fleet, source, host, port):
+    """Whether source opens a TCP connection to host:port (3 s, from source itself)."""
+    probe = (f"python3 -c \"import socket; socket.create_connection(('{fleet.address(host)}', {port}), timeout=3)\"")
+    return fleet.ssh(source, probe, check=False).returncode == 0
+
+
+def wait_until_served_by(fleet, app_host, seconds=120):
+    """Until app_host answers /healthz to a balancer again."""
+    probe = (f"python3 -c \"import urllib.request; "
+             f"urllib.request.urlopen('http://{fleet.address(app_host)}:7017/healthz', timeout=2)\"")
+    deadline = time.monotonic() + seconds
+    while fleet.ssh("lb1", probe, check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"{app_host} did not come back within {seconds} s"
+        time.sleep(2)
+
+
+def test_site_yml_converges_and_a_second_run_changes_nothing(fleet):
+    record_figure("site_yml_first_run_seconds", round(fleet.first_run.seconds))
+    record_figure("site_yml_first_run_changed", sum(h["changed"] for h in fleet.first_run.recap.values()))
+    record_figure("site_yml_second_run_seconds", round(fleet.second_run.seconds))
+    recap = fleet.second_run.recap
+    assert set(fleet.hosts) <= set(recap), f"hosts missing from the recap: {set(fleet.hosts) - set(recap)}"
+    changed = {host: counts["changed"] for host, counts in recap.items() if counts["changed"]}
+    assert not changed, f"second site.yml run changed something: {changed} (log {fleet.second_run.log})"
+
+
+def test_dns_answers_the_service_name_with_both_balancers(fleet):
+    direct = subprocess.run(["dig", "+short", f"@{fleet.address('dns1')}", SERVICE_NAME, "A"],
+                            capture_output=True, text=True, timeout=10).stdout.split()
+    assert sorted(direct) == balancer_addresses(fleet)
+    through_resolver = fleet.ssh("client1", f"getent ahostsv4 {SERVICE_NAME}").stdout.split()
+    assert sorted({word for word in through_resolver if word[0].isdigit()}) == balancer_addresses(fleet)
+
+
+def test_each_balancer_serves_turno(client):
+    ticket_id = fresh_prefix("each")
+    answers = []
+    for balancer in ("lb1", "lb2"):
+        url = f"http://{client.address(balancer)}:7017/turno/{ticket_id}"
+        body = client.ssh("client1", f"python3 -c \"import urllib.request; "
+                                     f"print(urllib.request.urlopen('{url}', timeout=5).read().decode())\"").stdout
+        answers.append(json.loads(body))
+    assert answers == [{"id": ticket_id, "turno": 1}, {"id": ticket_id, "turno": 2}]
+
+
+def test_20000_requests_over_both_balancers_give_exactly_1_to_n_per_id(client):
+    load = Load(client, fresh_prefix("load"), requests=20000, max_seconds=300)
+    report = load.finish()
+    print(json.dumps(report.summary()))
+    record_figure("end_to_end_requests_per_second", report.result["ok_per_second"])
+    assert report.result["requests"] == 20000, "the run stopped at its time limit"
+    assert report.failed == 0, report.summary()
+    assert report.duplicates() == {}
+    assert report.exactly_one_to_n(), f"gaps: {report.missing()}"
+    assert sum(len(numbers) for numbers in report.tickets.values()) == 20000
+    per_balancer = report.result["by_balancer"]
+    assert sorted(per_balancer) == balancer_addresses(client), per_balancer
+    assert min(per_balancer.values()) >= 0.2 * 20000, f"DNS round-robin did not spread the load: {per_balancer}"
+
+
+def test_redis_is_reachable_from_app_hosts_only(fleet):
+    assert can_connect(fleet, "app1", "redis1", 6379)
+    for outsider in ("client1", "lb1"):
+        assert not can_connect(fleet, outsider, "redis1", 6379), f"{outsider} reached Redis"
+
+
+def test_app_port_is_reachable_from_balancers_only(fleet):
+    for app in ("app1", "app2"):
+        assert can_connect(fleet, "lb1", app, 7017)
+        assert can_connect(fleet, "lb2", app, 7017)
+        assert not can_connect(fleet, "client1", app, 7017), f"client1 reached {app}:7017"
+        assert not can_connect(fleet, "redis1", app, 7017), f"redis1 reached {app}:7017"
+
+
+def test_an_app_vm_killed_under_load_loses_a_handful_and_duplicates_none(client):
+    load = Load(client, fresh_prefix("kill"), requests=0, max_seconds=120, until_stdin_closes=True)
+    time.sleep(10)
+    killed_at = time.monotonic() - load.started
+    kill = client.playbook("playbooks/fault.yml", "-e", "fault=kill", "-e", "vm=app2", log_name="fault-kill-app2")
+    assert kill.returncode == 0, f"fault kill failed ({kill.log}):\n{kill.tail()}"
+    time.sleep(20)
+    report = load.finish()
+    start = client.playbook("playbooks/fault.yml", "-e", "fault=start", "-e", "vm=app2", log_name="fault-start-app2")
+    assert start.returncode == 0, f"fault start failed ({start.log}):\n{start.tail()}"
+
+    lost = sum(report.missing().values())
+    failure_times = report.result["failure_times"]
+    print(json.dumps(report.summary()), f"killed at {killed_at:.1f} s, lost numbers {lost}, "
+          f"failures at {failure_times}")
+    record_figure("kill_app_failed_requests", report.failed)
+    record_figure("kill_app_lost_numbers", lost)
+    assert report.duplicates() == {}
+    assert report.failed <= 10, f"more than a handful of failed requests: {report.summary()}"
+    # A number can only go missing with a request that failed.
+    assert lost <= report.failed
+    # Routed around within seconds: nothing fails later than 5 s after the kill.
+    late = [t for t in failure_times if t > killed_at + 5]
+    assert not late, f"failures more than 5 s after the kill (at {killed_at:.1f} s): {late}"
+    assert report.ok > 1000, "too little load went through to judge"
+    wait_until_served_by(client, "app2")
+
+
+def test_rolling_update_under_load_fails_no_request(client):
+    load = Load(client, fresh_prefix("rolling"), requests=0, max_seconds=600, until_stdin_closes=True)
+    time.sleep(3)
+    update = client.playbook("playbooks/rolling_update.yml", log_name="rolling-update")
+    report = load.finish()
+    print(json.dumps(report.summary()), f"rolling update {update.seconds:.0f} s")
+    record_figure("rolling_update_seconds", round(update.seconds))
+    assert update.returncode == 0, f"rolling update failed ({update.log}):\n{update.tail()}"
+    assert report.result["seconds"] < 600, "the load stopped at its time limit before the update ended"
+    assert report.failed == 0, report.summary()
+    assert report.duplicates() == {}
+    assert report.exactly_one_to_n(), f"gaps: {report.missing()}"

@@ -1,0 +1,145 @@
+"""Load with checking, run on the lab's client host (Python standard library only).
+
+Workers send GET /turno/<id> over keep-alive HTTP/1.1 connections to the
+addresses the service name resolves to, spread over the DNS answers, and keep
+every ticket they receive. At the end one JSON document goes to stdout: the
+tickets per id, the status counts, the failures and which balancer served what.
+Whether the numbers are exactly 1..n is judged by the test, not here.
+
+The run stops at --requests, or after --max-seconds, or when stdin closes
+(--until-stdin-closes), whichever comes first: the test closes stdin when the
+fault or the rolling update it drives is over.
+"""
+
+import argparse
+import http.client
+import json
+import socket
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="turnomatic.lab", help="service name (resolved on every new connection)")
+    parser.add_argument("--port", type=int, default=7017)
+    parser.add_argument("--requests", type=int, default=20000, help="at most this many requests (0: no limit)")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--ids", type=int, default=10)
+    parser.add_argument("--id-prefix", required=True, help="fresh per run, so every id starts at 1")
+    parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--timeout", type=float, default=5.0, help="per request")
+    parser.add_argument("--until-stdin-closes", action="store_true")
+    return parser.parse_args()
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self.issued = 0
+        self.stop = threading.Event()
+        self.tickets = defaultdict(list)
+        self.statuses = Counter()
+        self.failures = Counter()
+        self.by_balancer = Counter()
+        self.failure_times = []
+        self.started = time.monotonic()
+
+    def next_request(self):
+        """The id of the next request, or None when the run is over."""
+        with self.lock:
+            if self.stop.is_set() or (self.args.requests and self.issued >= self.args.requests):
+                return None
+            if time.monotonic() - self.started > self.args.max_seconds:
+                return None
+            number = self.issued
+            self.issued += 1
+        return f"{self.args.id_prefix}-{number % self.args.ids}"
+
+    def record(self, address, status=None, ticket=None, ticket_id=None, failure=None):
+        with self.lock:
+            if failure:
+                self.failures[failure] += 1
+                self.failure_times.append(round(time.monotonic() - self.started, 2))
+                return
+            self.statuses[str(status)] += 1
+            self.by_balancer[address] += 1
+            if ticket is not None:
+                self.tickets[ticket_id].append(ticket)
+
+
+def resolve(name, port):
+    """The first address of the DNS answer: the name server's order spreads the load."""
+    return socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+
+
+def worker(run):
+    args = run.args
+    connection = address = None
+    while True:
+        ticket_id = run.next_request()
+        if ticket_id is None:
+            break
+        try:
+            if connection is None:
+                address = resolve(args.name, args.port)
+                connection = http.client.HTTPConnection(address, args.port, timeout=args.timeout)
+            connection.request("GET", f"/turno/{ticket_id}")
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            run.record(address, failure=type(error).__name__)
+            if connection is not None:
+                connection.close()
+            connection = None
+            continue
+        if response.status == 200:
+            answer = json.loads(body)
+            if answer.get("id") != ticket_id:
+                run.record(address, failure="wrong id in body")
+                continue
+            run.record(address, status=200, ticket=answer["turno"], ticket_id=ticket_id)
+        else:
+            run.record(address, status=response.status)
+        if response.getheader("Connection", "").lower() == "close":
+            connection.close()
+            connection = None
+    if connection is not None:
+        connection.close()
+
+
+def main():
+    args = parse_args()
+    run = Run(args)
+    if args.until_stdin_closes:
+        def watch_stdin():
+            sys.stdin.read()
+            run.stop.set()
+        threading.Thread(target=watch_stdin, daemon=True).start()
+    workers = [threading.Thread(target=worker, args=(run,)) for _ in range(args.concurrency)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    elapsed = time.monotonic() - run.started
+    ok = run.statuses.get("200", 0)
+    json.dump(
+        {
+            "requests": run.issued,
+            "seconds": round(elapsed, 2),
+            "ok_per_second": round(ok / elapsed, 1) if elapsed else 0.0,
+            "statuses": dict(run.statuses),
+            "failures": dict(run.failures),
+            "failure_times": run.failure_times,
+            "by_balancer": dict(run.by_balancer),
+            "tickets": run.tickets,
+        },
+        sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()
