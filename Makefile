@@ -8,13 +8,14 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages the control machine needs for the tests, the lab and the benchmarks.
 DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 openssh-client \
-	curl dnsutils rsync nodejs
+	curl dnsutils rsync nodejs \
+	graphite-carbon graphite-web gunicorn chromium
 # npm: Debian's nodejs comes without it (package npm); NodeSource's nodejs brings its own
 # and conflicts with Debian's npm, so npm is installed only where it is missing.
 
 # Test directories in the order they run: fast service tests first, then the lab,
 # the roles (Molecule), and the fleet end to end.
-TEST_DIRS := tests/app tests/balancer tests/load
+TEST_DIRS := tests/app tests/balancer tests/load tests/monitoring
 
 .PHONY: help setup up test lint bench-app load load-smoke
 

@@ -1,0 +1,112 @@
+"""Evaluate Grafana's provisioned alert rules on real Graphite data.
+
+The rules are read from the provisioning file the grafana role renders (the
+same file Grafana reads), and evaluated the way Grafana does: every group
+interval, query A (the Graphite target) over the rule's relative time range,
+B = A reduced per series with nulls dropped, C = B against the threshold. A
+series fires when C held at every evaluation over the rule's `for` duration.
+Nothing here knows a rule's query or threshold but the file.
+"""
+import json
+import math
+import re
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+import yaml
+
+REDUCERS = {
+    "mean": lambda values: sum(values) / len(values),
+    "max": max,
+    "min": min,
+    "sum": sum,
+    "last": lambda values: values[-1],
+}
+OPERATORS = {"gt": lambda value, limit: value > limit, "lt": lambda value, limit: value < limit}
+NO_DATA = "no data"
+
+
+def seconds(duration):
+    """Grafana's duration strings as used in the rule files: 10s, 1m, 2h."""
+    match = re.fullmatch(r"(\d+)([smh])", str(duration))
+    if not match:
+        raise ValueError(f"unsupported duration {duration!r}")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    uid: str
+    title: str
+    target: str
+    window: int
+    reducer: str
+    operator: str
+    threshold: float
+    duration: int
+    interval: int
+    no_data_state: str
+
+    @classmethod
+    def from_provisioning(cls, rule, interval):
+        steps = {step["refId"]: step for step in rule["data"]}
+        query = steps["A"]
+        reduce = steps[steps[rule["condition"]]["model"]["expression"]]["model"]
+        threshold = steps[rule["condition"]]["model"]
+        evaluator = threshold["conditions"][0]["evaluator"]
+        if reduce.get("settings", {}).get("mode") != "dropNN":
+            raise ValueError(f"{rule['uid']}: the evaluator here drops nulls like Grafana's dropNN mode")
+        return cls(
+            uid=rule["uid"], title=rule["title"], target=query["model"]["target"],
+            window=query["relativeTimeRange"]["from"] - query["relativeTimeRange"]["to"],
+            reducer=reduce["reducer"], operator=evaluator["type"], threshold=float(evaluator["params"][0]),
+            duration=seconds(rule["for"]), interval=interval, no_data_state=rule["noDataState"])
+
+
+def load_rules(text):
+    """The rules of a Grafana alerting provisioning file, by uid."""
+    rules = {}
+    for group in yaml.safe_load(text)["groups"]:
+        for rule in group["rules"]:
+            rules[rule["uid"]] = Rule.from_provisioning(rule, seconds(group["interval"]))
+    return rules
+
+
+class Graphite:
+    def __init__(self, base_url):
+        self.base_url = base_url.rstrip("/")
+
+    def render(self, target, start, end):
+        """{series name: [values]} for the points in (start, end]."""
+        query = urllib.parse.urlencode({"target": target, "from": int(start), "until": int(end), "format": "json"})
+        with urllib.request.urlopen(f"{self.base_url}/render?{query}", timeout=30) as answer:
+            return {series["target"]: [point[0] for point in series["datapoints"]] for series in json.load(answer)}
+
+
+def condition(rule, graphite, at):
+    """C at time `at`, per series: True, False, or None where the series has no point."""
+    series = graphite.render(rule.target, at - rule.window, at)
+    result = {}
+    for name, values in series.items():
+        points = [value for value in values if value is not None and not math.isnan(value)]
+        result[name] = OPERATORS[rule.operator](REDUCERS[rule.reducer](points), rule.threshold) if points else None
+    if all(value is None for value in result.values()):
+        # Grafana's NoData: the whole query returned no point.
+        return {NO_DATA: rule.no_data_state == "Alerting"}
+    return {name: value for name, value in result.items() if value is not None}
+
+
+def firing(rule, graphite, now):
+    """The series for which the rule fires at `now`: C true at each evaluation over `for`."""
+    evaluations = [condition(rule, graphite, now - step * rule.interval)
+                   for step in range(rule.duration // rule.interval + 1)]
+    names = set().union(*evaluations)
+    return {name for name in names if all(evaluation.get(name) for evaluation in evaluations)}
+
+
+def values(rule, graphite, now):
+    """B at `now`, per series: what the rule compares with its threshold (for messages)."""
+    series = graphite.render(rule.target, now - rule.window, now)
+    return {name: REDUCERS[rule.reducer]([v for v in vals if v is not None]) if any(v is not None for v in vals)
+            else None for name, vals in series.items()}

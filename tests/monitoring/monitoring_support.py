@@ -1,0 +1,49 @@
+"""Helpers of the monitoring tests: rendering the roles' templates, waiting."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = ROOT / "roles"
+ANSIBLE = Path(sys.executable).parent / "ansible"
+
+
+def render_template(role, template, destination, extra_vars=None):
+    """Render one of a role's templates with its defaults, with ansible's template module."""
+    variables = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
+    variables.update(extra_vars or {})
+    variables["role_path"] = str(ROLES / role)
+    subprocess.run(
+        [str(ANSIBLE), "localhost", "-c", "local", "-m", "ansible.builtin.template",
+         "-a", f"src={ROLES / role / 'templates' / template} dest={destination}",
+         "-e", json.dumps(variables)],
+        check=True, capture_output=True, text=True, timeout=120, env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+    return Path(destination)
+
+
+def alert_rules_source():
+    return yaml.safe_load((ROLES / "grafana/files/alert-rules.yml").read_text())["rules"]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout} s")
