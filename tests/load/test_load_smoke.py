@@ -11,8 +11,9 @@ from tickets import TicketLedger
 SMOKE = ["--step-seconds", "2", "--warmup-seconds", "0.5", "--ids", "8", "--connections", "16"]
 
 
-def test_steps_report_and_every_ticket_checked(redis_url, start_turnomatic, tmp_path):
-    target = start_turnomatic(redis_url, "--threads", "4")
+def test_steps_report_and_every_ticket_checked(lo, tmp_path):
+    redis_url = lo.redis()
+    target = lo.turnomatic(redis_url, "--threads", "4")
     out = tmp_path / "load"
 
     status = turnoload.main(["--target", target, "--rates", "50,100,200", "--odd",
@@ -41,9 +42,9 @@ def test_steps_report_and_every_ticket_checked(redis_url, start_turnomatic, tmp_
     assert (out / "load.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_duplicates_of_two_memory_processes_are_reported(start_turnomatic, start_nginx, tmp_path):
+def test_duplicates_of_two_memory_processes_are_reported(lo, needs_nginx, tmp_path):
     # Two in-memory processes behind one balancer: each counts on its own.
-    target = start_nginx([start_turnomatic("memory://"), start_turnomatic("memory://")])
+    target = lo.nginx([lo.turnomatic("memory://"), lo.turnomatic("memory://")])
     out = tmp_path / "load"
 
     status = turnoload.main(["--target", target, "--rates", "100", "--out", str(out), *SMOKE])
@@ -54,8 +55,9 @@ def test_duplicates_of_two_memory_processes_are_reported(start_turnomatic, start
     assert any("duplicate" in v for v in tickets["violations"])
 
 
-def test_a_number_taken_outside_the_run_is_a_gap(redis_url, start_turnomatic, tmp_path):
-    target = start_turnomatic(redis_url)
+def test_a_number_taken_outside_the_run_is_a_gap(lo, tmp_path):
+    redis_url = lo.redis()
+    target = lo.turnomatic(redis_url)
     ids = ["gap-a"]
     ledger = TicketLedger()
 

@@ -32,6 +32,9 @@ from tickets import TicketLedger
 HERE = Path(__file__).resolve().parent
 GENERATOR = HERE / "generate.mjs"
 SERVED_SHARE = 0.98
+# A step whose requests went out later than this (p99) measured the machine the
+# generator runs on, not the target: it is reported, not judged.
+GENERATOR_LATE_LIMIT_MS = 10
 PAUSE_BETWEEN_STEPS_S = 2
 
 
@@ -82,6 +85,13 @@ def measure_step(all_records: list[dict], rate: int, seconds: float, warmup_s: f
     achieved = len(served) / max(seconds, last_end_s)
     errors = len(records) - len(served)
     p99 = percentile(served, 0.99)
+    generator_late_p99 = percentile(late, 0.99)
+    if generator_late_p99 is not None and generator_late_p99 > GENERATOR_LATE_LIMIT_MS:
+        verdict = "generator late"
+    elif achieved >= SERVED_SHARE * rate and errors == 0 and p99 is not None and p99 < slo_ms:
+        verdict = "pass"
+    else:
+        verdict = "FAIL"
     return {
         "offered": rate,
         "sent": len(records),
@@ -95,9 +105,9 @@ def measure_step(all_records: list[dict], rate: int, seconds: float, warmup_s: f
         "p99": p99,
         "max": served[-1] if served else None,
         "refused_p99": percentile(refused, 0.99),
-        "generator_late_p99": percentile(late, 0.99),
-        "passed": (achieved >= SERVED_SHARE * rate and errors == 0
-                   and p99 is not None and p99 < slo_ms),
+        "generator_late_p99": generator_late_p99,
+        "verdict": verdict,
+        "passed": verdict == "pass",
     }
 
 
@@ -116,7 +126,8 @@ def markdown_report(meta: dict, steps: list[dict], max_load: int | None, ledger:
         f"{meta['connections']} keep-alive connections, latency measured from when each "
         f"request was due",
         f"- SLO: p99 < {meta['slo_ms']} ms; a step passes when ≥ {SERVED_SHARE:.0%} of the offered "
-        f"rate is served with 0 errors and p99 under the SLO",
+        f"rate is served with 0 errors and p99 under the SLO; a step whose generator sent "
+        f"late (p99 > {GENERATOR_LATE_LIMIT_MS} ms) is not judged",
         "",
         "| offered req/s | sent | 200 | errors | served req/s | served % | p50 ms | p90 ms "
         "| p99 ms | max ms | generator late p99 ms | step |",
@@ -128,7 +139,7 @@ def markdown_report(meta: dict, steps: list[dict], max_load: int | None, ledger:
         lines.append(
             f"| {s['offered']} | {s['sent']} | {s['ok']} | {errors} | {s['achieved']:.0f} "
             f"| {100 * s['served_share']:.1f} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} "
-            f"| {fmt(s['max'])} | {fmt(s['generator_late_p99'])} | {'pass' if s['passed'] else 'FAIL'} |")
+            f"| {fmt(s['max'])} | {fmt(s['generator_late_p99'])} | {s['verdict']} |")
     lines += ["", f"**Maximum load: {max_load} req/s**" if max_load else
               "**Maximum load: no step passed**", ""]
     lines += [
@@ -256,7 +267,7 @@ def main(argv=None) -> int:
                             args.slo_ms)
         step["generator"] = summary
         print(f"{label}{rate} req/s offered: {step['achieved']:.0f} served, errors {step['errors']}, "
-              f"p99 {fmt(step['p99'])} ms -> {'pass' if step['passed'] else 'FAIL'}", flush=True)
+              f"p99 {fmt(step['p99'])} ms -> {step['verdict']}", flush=True)
         return step
 
     for number, rate in enumerate(rates, 1):
@@ -276,7 +287,7 @@ def main(argv=None) -> int:
         steps.append(step)
         failures_in_a_row = 0 if step["passed"] else failures_in_a_row + 1
         if failures_in_a_row >= args.stop_after_failures:
-            print(f"stopping: {failures_in_a_row} failing steps in a row", flush=True)
+            print(f"stopping: {failures_in_a_row} steps in a row did not pass", flush=True)
             break
         time.sleep(PAUSE_BETWEEN_STEPS_S)
 

@@ -1,0 +1,121 @@
+"""Real components on loopback, for the smoke tests and the side-by-side comparisons:
+redis-server, `turnomatic serve` processes and an nginx balancer in front of them.
+Each is started by a function that registers its process with a `Processes`, which
+stops them all (terminate, then kill) when it closes."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+TURNOMATIC = Path(sys.executable).with_name("turnomatic")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+class Processes:
+    """The processes started for one test or one comparison; `with` stops them."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, command: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.started.append(process)
+        return process
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for process in reversed(self.started):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.started.clear()
+
+    def redis(self) -> str:
+        """A redis-server without persistence; its URL."""
+        import redis
+        port = free_port()
+        self.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", str(self.workdir)])
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return url
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def turnomatic(self, store: str, *options: str, processes: int = 1) -> str:
+        """`turnomatic serve` on a free port, in as many processes (SO_REUSEPORT); its base URL."""
+        port = free_port()
+        command = [str(TURNOMATIC), "serve", "--port", str(port), "--store", store, *options]
+        if processes > 1:
+            command.append("--reuse-port")
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(processes):
+            wait_until_answers(base + "/healthz", self.start(command))
+        return base
+
+    def nginx(self, upstreams: list[str], keepalive: int = 16) -> str:
+        """nginx balancing over the upstream base URLs, keep-alive to them unless 0; its base URL."""
+        port = free_port()
+        prefix = self.workdir / f"nginx-{port}"
+        prefix.mkdir()
+        servers = " ".join(f"server {u.removeprefix('http://')};" for u in upstreams)
+        upstream_keepalive = f"keepalive {keepalive};" if keepalive else ""
+        connection = '""' if keepalive else "close"
+        (prefix / "nginx.conf").write_text(f"""
+            daemon off;
+            pid {prefix}/nginx.pid;
+            error_log {prefix}/error.log;
+            events {{ worker_connections 4096; }}
+            http {{
+                access_log off;
+                client_body_temp_path {prefix}/body;
+                proxy_temp_path {prefix}/proxy;
+                upstream app {{ {servers} {upstream_keepalive} }}
+                server {{
+                    listen 127.0.0.1:{port};
+                    location / {{
+                        proxy_pass http://app;
+                        proxy_http_version 1.1;
+                        proxy_set_header Connection {connection};
+                        proxy_next_upstream off;
+                    }}
+                }}
+            }}
+        """)
+        process = self.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+        base = f"http://127.0.0.1:{port}"
+        wait_until_answers(base + "/healthz", process)
+        return base
