@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import socket
 import sys
 
@@ -14,11 +15,11 @@ log = logging.getLogger("turnomatic")
 
 
 def build_parser(environ):
+    parser = argparse.ArgumentParser(prog="turnomatic", description="Ticket numbers: GET /turno/<id>.")
     try:
         defaults = config.from_environ(environ)
     except ValueError as error:
-        sys.exit(f"turnomatic: {error}")
-    parser = argparse.ArgumentParser(prog="turnomatic", description="Ticket numbers: GET /turno/<id>.")
+        parser.error(str(error))
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser(
         "serve",
@@ -27,7 +28,10 @@ def build_parser(environ):
         "Each option can also be set by the environment variable named in brackets.",
     )
     for setting in config.SETTINGS:
-        kind = {"action": argparse.BooleanOptionalAction} if setting.parse is config.boolean else {"type": setting.parse}
+        if setting.parse is config.boolean:
+            kind = {"action": argparse.BooleanOptionalAction}
+        else:
+            kind = {"type": argument_type(setting.parse)}
         serve_parser.add_argument(
             setting.option,
             default=defaults[setting.name],
@@ -37,10 +41,20 @@ def build_parser(environ):
     return parser
 
 
-def main(argv=None, environ=None):
-    import os
+def argument_type(parse):
+    """argparse shows the parser's own message only for ArgumentTypeError."""
 
-    args = build_parser(os.environ if environ is None else environ).parse_args(argv)
+    def parse_argument(text):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse_argument
+
+
+def main(argv=None):
+    args = build_parser(os.environ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(serve(args))
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +43,8 @@ class RedisServer:
     def start(self):
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log"],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log",
+             "--enable-debug-command", "local"],
         )
         wait_for(self.answers, 10, f"redis-server on port {self.port} answering")
 
@@ -88,8 +90,8 @@ def redis_client(redis_server):
 class Service:
     """`python -m turnomatic serve ...` as a real process, its log in a file."""
 
-    def __init__(self, log_path, *options, env=None):
-        self.port = free_port()
+    def __init__(self, log_path, *options, env=None, port=None):
+        self.port = port or free_port()
         self.base = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self.log_file = open(log_path, "w")
@@ -121,8 +123,8 @@ def start_service(tmp_path):
     """Start turnomatic with the given options; stopped at the end of the test."""
     services = []
 
-    def start(*options, env=None):
-        service = Service(tmp_path / f"turnomatic-{len(services)}.log", *options, env=env)
+    def start(*options, env=None, port=None):
+        service = Service(tmp_path / f"turnomatic-{len(services)}.log", *options, env=env, port=port)
         services.append(service)
         return service
 
@@ -154,3 +156,34 @@ def memory_service(tmp_path_factory):
     service = Service(tmp_path_factory.mktemp("memory") / "turnomatic.log")
     yield service
     service.stop()
+
+
+def hammer(base, ids, threads, requests_per_thread, timeout=10):
+    """Many threads, each on its own keep-alive connection, cycling over ids.
+    Returns the numbers handed out per id and the failed requests (status, body)."""
+    numbers = {id: [] for id in ids}
+    failures = []
+
+    def worker(offset):
+        connection = http.client.HTTPConnection(base, timeout=timeout)
+        for i in range(requests_per_thread):
+            id = ids[(offset + i) % len(ids)]
+            try:
+                status, _, body = get(base, f"/turno/{id}", connection=connection)
+            except OSError as error:
+                failures.append(("exception", repr(error)))
+                connection.close()
+                connection = http.client.HTTPConnection(base, timeout=timeout)
+                continue
+            if status == 200:
+                numbers[id].append(body["turno"])
+            else:
+                failures.append((status, body))
+        connection.close()
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return numbers, failures

@@ -1,0 +1,69 @@
+"""`turnomatic serve` / `python -m turnomatic serve`: options, environment, refusals."""
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import free_port, get
+
+
+def run(*args, env=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "turnomatic", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_help_names_every_option_and_variable():
+    result = run("serve", "--help")
+    assert result.returncode == 0
+    for option, variable in [("--host", "TURNOMATIC_HOST"), ("--port", "TURNOMATIC_PORT"),
+                             ("--store", "TURNOMATIC_STORE"), ("--threads", "TURNOMATIC_THREADS"),
+                             ("--connection-limit", "TURNOMATIC_CONNECTION_LIMIT"),
+                             ("--reuse-port", "TURNOMATIC_REUSE_PORT"), ("--statsd", "TURNOMATIC_STATSD"),
+                             ("--statsd-prefix", "TURNOMATIC_STATSD_PREFIX")]:
+        assert option in result.stdout and variable in result.stdout
+
+
+def test_settings_from_the_environment(start_service, redis_server, redis_client):
+    port = free_port()
+    service = start_service(env={"TURNOMATIC_STORE": redis_server.url, "TURNOMATIC_THREADS": "2"}, port=port)
+    assert get(service.base, "/turno/env")[2]["turno"] == 1
+    assert redis_client.get("turno:env") == "1"
+    assert "2 threads" in service.log()
+
+
+def test_command_line_wins_over_the_environment(start_service, redis_server, redis_client):
+    service = start_service("--store", "memory://", env={"TURNOMATIC_STORE": redis_server.url})
+    assert get(service.base, "/turno/cli")[2]["turno"] == 1
+    assert redis_client.get("turno:cli") is None
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["serve", "--store", "postgres://x"], {}, "unknown store URL 'postgres://x'"),
+    (["serve", "--store", "memory://somewhere"], {}, "the memory store takes no address"),
+    (["serve", "--store", "redis://h:1/0?retry_on_timeout=yes"], {}, "unsupported option(s) in the store URL: retry_on_timeout"),
+    (["serve", "--statsd", "nohostport"], {}, "must be host:port"),
+    (["serve"], {"TURNOMATIC_PORT": "seventy"}, "TURNOMATIC_PORT: invalid literal"),
+    (["serve"], {"TURNOMATIC_REUSE_PORT": "maybe"}, "TURNOMATIC_REUSE_PORT: must be true or false"),
+    (["serve", "--threads", "0"], {}, "must be at least 1"),
+])
+def test_bad_settings_are_refused_with_a_message(args, env, message):
+    result = run(*args, env={"PATH": "/usr/bin:/bin", **env})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_refused_with_a_message():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        result = run("serve", "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1 port" in result.stderr
+    assert "Address already in use" in result.stderr
+
+
+def test_password_is_not_logged(start_service):
+    service = start_service("--store", f"redis://user:hunter2@127.0.0.1:{free_port()}/0")
+    assert "hunter2" not in service.log()
+    assert "redis://user:***@127.0.0.1" in service.log()
