@@ -8,7 +8,9 @@ import redis
 import turnoload
 from tickets import TicketLedger
 
-SMOKE = ["--step-seconds", "2", "--warmup-seconds", "0.5", "--ids", "8", "--connections", "16"]
+# Every step runs, whatever the figures: a busy CI machine may miss the SLO.
+SMOKE = ["--step-seconds", "2", "--warmup-seconds", "0.5", "--ids", "8", "--connections", "16",
+         "--stop-after-failures", "99"]
 
 
 def test_steps_report_and_every_ticket_checked(lo, tmp_path):

@@ -27,6 +27,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tickets import TicketLedger
 
@@ -210,13 +211,31 @@ def plot(steps: list[dict], max_load: int | None, slo_ms: float, title: str, pat
     pyplot.close(figure)
 
 
-def redis_seeder(url: str | None):
-    """seed(key, value) on the Redis at url, or None without one."""
-    if not url:
+def redis_seeder(args):
+    """seed(key, value) on the target's Redis, or None without --seed-redis. The URL is as
+    seen from --seed-ssh (a host that may reach Redis, such as the Redis host itself)
+    when given, else from here; the password comes from the URL or --seed-password-file."""
+    if not args.seed_redis:
         return None
-    import redis
-    client = redis.Redis.from_url(url)
-    return lambda key, value: client.set(key, value)
+    url = urlsplit(args.seed_redis)
+    password = url.password or ""
+    if args.seed_password_file:
+        password = Path(args.seed_password_file).read_text().strip()
+    if not args.seed_ssh:
+        import redis
+        client = redis.Redis(host=url.hostname, port=url.port or 6379, db=int(url.path[1:] or 0),
+                             username=url.username, password=password or None)
+        return lambda key, value: client.set(key, value)
+
+    def seed(key, value):
+        # The password goes over stdin, never on a command line.
+        remote = (f"read -r auth; REDISCLI_AUTH=\"$auth\" redis-cli --no-auth-warning "
+                  f"-h {url.hostname} -p {url.port or 6379} -n {url.path[1:] or 0} "
+                  + (f"--user {url.username} " if url.username else "") + f"SET {key} {value}")
+        subprocess.run(["ssh", "-i", args.ssh_key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", args.seed_ssh, remote],
+                       input=password + "\n", text=True, check=True, timeout=30, capture_output=True)
+    return seed
 
 
 def parse_args(argv=None):
@@ -243,7 +262,12 @@ def parse_args(argv=None):
     parser.add_argument("--odd", action="store_true",
                         help="send unexpected values during the step nearest half the last rate")
     parser.add_argument("--seed-redis", metavar="URL",
-                        help="with --odd: the target's Redis, to seed counters next to 2^53-1")
+                        help="with --odd: the target's Redis (redis://user@host:port/db), to seed counters next to 2^53-1")
+    parser.add_argument("--seed-password-file", metavar="FILE", help="the password for --seed-redis")
+    parser.add_argument("--seed-ssh", metavar="USER@HOST",
+                        help="seed through redis-cli on this host (the Redis host in the lab: only app hosts reach its port)")
+    parser.add_argument("--ssh-key", default="/var/lib/turnomatic-lab/ssh/id_ed25519",
+                        help="key for --seed-ssh (default: the lab's)")
     parser.add_argument("--label", default="", help="a name for this run in the report")
     parser.add_argument("--out", type=Path, default=Path("tests/output/load"))
     return parser.parse_args(argv)
@@ -290,7 +314,7 @@ def main(argv=None) -> int:
             odd_thread_result = {}
             odd_thread = threading.Thread(target=lambda: odd_thread_result.update(
                 run_odd_requests(args.target, delay_s=args.step_seconds / 4,
-                                 seed=redis_seeder(args.seed_redis))))
+                                 seed=redis_seeder(args))))
             odd_thread.start()
         step = run_step(rate, args.step_seconds, label)
         if rate == odd_rate:
