@@ -17,7 +17,7 @@ import { loadTest } from 'loadtest'
 
 const { values: args } = parseArgs({
   options: {
-    url: { type: 'string' },            // base URL, e.g. http://127.0.0.1:7017
+    url: { type: 'string' },            // base URL(s), comma-separated: one picked at random per request
     rate: { type: 'string' },           // requests per second
     requests: { type: 'string' },       // requests in this step
     ids: { type: 'string' },            // comma-separated ids, one picked at random per request
@@ -27,7 +27,7 @@ const { values: args } = parseArgs({
   },
 })
 
-const base = new URL(args.url)
+const bases = args.url.split(',').map((url) => new URL(url))
 const rate = Number(args.rate)
 const total = Number(args.requests)
 const ids = args.ids.split(',')
@@ -68,6 +68,11 @@ function requestGenerator(options, params, request, connect) {
   // Random, not round-robin: a fixed stride could line up with a balancer's own
   // round-robin and send every request of an id to the same app.
   const id = ids[Math.floor(Math.random() * ids.length)]
+  // Several bases (balancers) are spread like the DNS round-robin spreads clients.
+  const base = bases[Math.floor(Math.random() * bases.length)]
+  params.hostname = base.hostname
+  params.host = base.hostname
+  params.port = base.port
   params.path = `${base.pathname.replace(/\/$/, '')}/turno/${id}`
   params.agent = agent
   inflight += 1
@@ -132,7 +137,7 @@ function finishStep(code) {
 }
 
 await loadTest({
-  url: new URL('turno/x', base).href,
+  url: new URL('turno/x', bases[0]).href,
   requestsPerSecond: rate,
   maxRequests: total,
   quiet: true,

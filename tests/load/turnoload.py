@@ -241,7 +241,8 @@ def redis_seeder(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", required=True,
-                        help="base URL: the DNS name, a balancer or one app node, e.g. http://turnomatic.lab:7017")
+                        help="base URL: the DNS name, a balancer or one app node, e.g. http://turnomatic.lab:7017; "
+                             "several, comma-separated, get the requests at random (both balancers, as the DNS spreads clients)")
     parser.add_argument("--rates", help="comma-separated step rates (req/s); else --start/--step/--max-rate")
     parser.add_argument("--start", type=int, default=100)
     parser.add_argument("--step", type=int, default=100)
