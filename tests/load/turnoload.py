@@ -19,6 +19,7 @@ figure in the report, not a pass/fail.
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import vmcpu
 from tickets import TicketLedger
 
 HERE = Path(__file__).resolve().parent
@@ -143,8 +145,8 @@ def markdown_report(meta: dict, steps: list[dict], max_load: int | None, ledger:
         f"late (p99 > {GENERATOR_LATE_LIMIT_MS} ms) is not judged",
         "",
         "| offered req/s | sent | 200 | errors | served req/s | served % | p50 ms | p90 ms "
-        "| p99 ms | max ms | generator late p99 ms | step |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| p99 ms | max ms | generator late p99 ms | step | CPU % of a core (throttled % of periods) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for s in steps:
         errors = s["errors"] if not s["errors"] else (
@@ -152,7 +154,7 @@ def markdown_report(meta: dict, steps: list[dict], max_load: int | None, ledger:
         lines.append(
             f"| {s['offered']} | {s['sent']} | {s['ok']} | {errors} | {s['achieved']:.0f} "
             f"| {100 * s['served_share']:.1f} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} "
-            f"| {fmt(s['max'])} | {fmt(s['generator_late_p99'])} | {s['verdict']} |")
+            f"| {fmt(s['max'])} | {fmt(s['generator_late_p99'])} | {s['verdict']} | {cpu_cell(s['cpu'])} |")
     lines += ["", f"**Maximum load: {max_load} req/s**" if max_load else
               "**Maximum load: no step passed**", ""]
     lines += [
@@ -182,6 +184,15 @@ def markdown_report(meta: dict, steps: list[dict], max_load: int | None, ledger:
                          f"{'ok' if r['ok'] else 'WRONG'} |")
         lines.append(f"\nHealth after the run: {odd['health']}")
     return "\n".join(lines) + "\n"
+
+
+def cpu_cell(cpu: dict) -> str:
+    """generator 35, app1 24 (90), …: the VMs that used at least 5 % of a core."""
+    cells = [f"generator {cpu['generator']}"]
+    for name, vm in cpu.items():
+        if name != "generator" and vm["cpu_percent"] >= 5:
+            cells.append(f"{name} {vm['cpu_percent']} ({vm['throttled_percent']})")
+    return ", ".join(cells)
 
 
 def plot(steps: list[dict], max_load: int | None, slo_ms: float, title: str, path: Path) -> None:
@@ -269,6 +280,9 @@ def parse_args(argv=None):
                         help="seed through redis-cli on this host (the Redis host in the lab: only app hosts reach its port)")
     parser.add_argument("--ssh-key", default="/var/lib/turnomatic-lab/ssh/id_ed25519",
                         help="key for --seed-ssh (default: the lab's)")
+    parser.add_argument("--vm-cgroups", type=Path, metavar="DIR",
+                        help="cgroup v1 cpu directory of the lab's VMs (/sys/fs/cgroup/cpu/turnomatic-lab): "
+                             "CPU and throttling per VM and step, to tell what saturates")
     parser.add_argument("--label", default="", help="a name for this run in the report")
     parser.add_argument("--out", type=Path, default=Path("tests/output/load"))
     return parser.parse_args(argv)
@@ -295,6 +309,8 @@ def main(argv=None) -> int:
 
     def run_step(rate: int, seconds: float, label: str) -> dict:
         raw_file = raw_dir / f"{len(steps) + 1:02d}-{rate}.jsonl"
+        vms_before = vmcpu.sample(args.vm_cgroups) if args.vm_cgroups else {}
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         summary = run_generator(args.target, rate, seconds + args.warmup_seconds, ids,
                                 args.timeout_ms, args.connections, raw_file, label)
         records = [json.loads(line) for line in raw_file.open()]
@@ -303,6 +319,12 @@ def main(argv=None) -> int:
         step = measure_step(records, rate, seconds + args.warmup_seconds, args.warmup_seconds,
                             args.slo_ms)
         step["generator"] = summary
+        wall_s = summary["wall_ms"] / 1000
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        step["cpu"] = {"generator": round(100 * (children.ru_utime + children.ru_stime
+                                                 - children_before.ru_utime - children_before.ru_stime) / wall_s)}
+        if args.vm_cgroups:
+            step["cpu"].update(vmcpu.usage(vms_before, vmcpu.sample(args.vm_cgroups), wall_s))
         print(f"{label}{rate} req/s offered: {step['achieved']:.0f} served, errors {step['errors']}, "
               f"p99 {fmt(step['p99'])} ms -> {step['verdict']}", flush=True)
         return step
