@@ -135,7 +135,8 @@ def markdown_report(meta: dict, steps: list[dict], max_load: int | None, ledger:
     lines = [
         f"# turnomatic load report: {meta['label']}",
         "",
-        f"- target `{meta['target']}`, {meta['started']}",
+        f"- target `{meta['target']}`, {meta['started']}; load average of the load machine "
+        f"{meta['load_average_before']:.1f} before, {meta['load_average_after']:.1f} after",
         f"- {meta['ids']} ids, {meta['step_seconds']} s measured per step after "
         f"{meta['warmup_seconds']} s of warm-up, open loop (npm loadtest) on "
         f"{meta['connections']} keep-alive connections, latency measured from when each "
@@ -300,7 +301,8 @@ def main(argv=None) -> int:
     meta = {"label": args.label or args.target, "target": args.target, "ids": args.ids,
             "step_seconds": args.step_seconds, "warmup_seconds": args.warmup_seconds,
             "connections": args.connections, "slo_ms": args.slo_ms, "run_id": run_id,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "load_average_before": os.getloadavg()[0]}
     ledger = TicketLedger()
     rates = step_rates(args)
     odd_rate = min(rates, key=lambda r: abs(r - rates[-1] / 2)) if args.odd else None
@@ -359,6 +361,7 @@ def main(argv=None) -> int:
         overload = {"factor": args.overload_factor, "seconds": args.overload_seconds,
                     "step": run_step(rate, args.overload_seconds, "overload: ")}
 
+    meta["load_average_after"] = os.getloadavg()[0]
     tickets = ledger.summary()
     report = markdown_report(meta, steps, max_load, tickets, overload, odd)
     (args.out / "report.md").write_text(report)
