@@ -17,7 +17,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # the roles (Molecule), and the fleet end to end.
 TEST_DIRS := tests/app tests/balancer tests/load tests/monitoring
 
-.PHONY: help setup up test lint bench-app load load-smoke
+.PHONY: help setup up test lint bench-app load load-smoke lab-up lab-status lab-down fault
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -36,6 +36,20 @@ $(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tests/l
 
 up: setup ## bring turnomatic up: the embedded single process on 127.0.0.1:7017
 	$(BIN)/turnomatic serve
+
+lab-up: setup ## the lab: every inventory host as a systemd-nspawn VM on tmlab0 (docs/lab.md)
+	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_action=up
+
+lab-status: setup ## the lab's VMs, bridge and package proxy
+	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_action=status
+
+lab-down: setup ## stop every lab VM (inventory and Molecule), the package proxy, remove the bridge
+	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_action=down
+
+# make fault VM=app1 FAULT=stop|kill|start|cut|heal|delay|undelay [DELAY_MS=5]
+DELAY_MS ?= 5
+fault: setup ## one fault on one lab VM: make fault VM=app1 FAULT=kill (docs/lab.md)
+	$(BIN)/ansible-playbook playbooks/fault.yml -e lab_vm=$(VM) -e lab_fault=$(FAULT) -e lab_delay_ms=$(DELAY_MS)
 
 test: setup lint ## run every test
 	$(BIN)/pytest $(TEST_DIRS)
