@@ -3,6 +3,8 @@ redis-server, `turnomatic serve` processes and an nginx balancer in front of the
 Each is started by a function that registers its process with a `Processes`, which
 stops them all (terminate, then kill) when it closes."""
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -11,6 +13,9 @@ import urllib.request
 from pathlib import Path
 
 TURNOMATIC = Path(sys.executable).with_name("turnomatic")
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+REPO = Path(__file__).resolve().parents[2]
+BALANCER_ROLE = REPO / "roles" / "balancer"
 
 
 def free_port() -> int:
@@ -75,9 +80,9 @@ class Processes:
                     raise
                 time.sleep(0.05)
 
-    def turnomatic(self, store: str, *options: str, processes: int = 1) -> str:
+    def turnomatic(self, store: str, *options: str, processes: int = 1, port: int = 0) -> str:
         """`turnomatic serve` on a free port, in as many processes (SO_REUSEPORT); its base URL."""
-        port = free_port()
+        port = port or free_port()
         command = [str(TURNOMATIC), "serve", "--port", str(port), "--store", store, *options]
         if processes > 1:
             command.append("--reuse-port")
@@ -116,6 +121,39 @@ class Processes:
             }}
         """)
         process = self.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+        base = f"http://127.0.0.1:{port}"
+        wait_until_answers(base + "/healthz", process)
+        return base
+
+    def balancer(self, app_port: int, role_vars: dict) -> str:
+        """nginx with the balancer role's own nginx.conf (rendered by Ansible from the role's
+        defaults and role_vars), in front of one app host: turnomatic on 127.0.0.1:app_port."""
+        workdir = self.workdir / f"balancer-{app_port}"
+        workdir.mkdir()
+        port, status_port = free_port(), free_port()
+        inventory = {"all": {"children": {
+            "lb": {"hosts": {"lb-loopback": {"ansible_connection": "local",
+                                             "ansible_python_interpreter": sys.executable}}},
+            "app": {"hosts": {"app-loopback": {"ansible_host": "127.0.0.1"}}},
+        }}}
+        playbook = [{"name": "Render the balancer's nginx.conf", "hosts": "lb", "gather_facts": False, "tasks": [
+            {"ansible.builtin.include_vars": {"file": str(BALANCER_ROLE / "defaults" / "main.yml")}},
+            {"ansible.builtin.include_vars": {"file": str(BALANCER_ROLE / "vars" / "main.yml")}},
+            {"ansible.builtin.template": {"src": str(BALANCER_ROLE / "templates" / "nginx.conf.j2"),
+                                          "dest": str(workdir / "nginx.conf")}},
+        ]}]
+        (workdir / "inventory.json").write_text(json.dumps(inventory))
+        (workdir / "render.json").write_text(json.dumps(playbook))
+        variables = {"balancer_port": port, "balancer_status_port": status_port,
+                     "balancer_app_port": app_port, **role_vars}
+        subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(workdir / "inventory.json"), str(workdir / "render.json"),
+                        "-e", json.dumps(variables)], check=True, capture_output=True,
+                       env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
+        # The role's configuration, with its system paths moved into the work directory.
+        text = (workdir / "nginx.conf").read_text().replace("user www-data;", "")
+        text = text.replace("/run/nginx.pid", str(workdir / "nginx.pid")).replace("/var/log/nginx/", f"{workdir}/")
+        (workdir / "nginx.conf").write_text(text)
+        process = self.start(["nginx", "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"])
         base = f"http://127.0.0.1:{port}"
         wait_until_answers(base + "/healthz", process)
         return base

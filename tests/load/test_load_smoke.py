@@ -6,6 +6,7 @@ import json
 import redis
 
 import turnoload
+from loopback import free_port
 from tickets import TicketLedger
 
 # Every step runs, whatever the figures: a busy CI machine may miss the SLO.
@@ -75,3 +76,23 @@ def test_a_number_taken_outside_the_run_is_a_gap(lo, tmp_path):
     step("after")
 
     assert ledger.violations() == ["gap-a: 1 number(s) missing below 101, only 0 request(s) with an unknown outcome"]
+
+
+def test_an_overload_is_refused_by_the_balancer_without_losing_a_number(lo, needs_nginx, tmp_path):
+    # The balancer role's own nginx.conf, its limit on all clients together set low.
+    app_port = free_port()
+    lo.turnomatic(lo.redis(), port=app_port)
+    target = lo.balancer(app_port, {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 1000,
+                                    "balancer_total_rate_limit": 100, "balancer_total_rate_limit_burst": 10})
+    out = tmp_path / "load"
+
+    status = turnoload.main(["--target", target, "--rates", "300", "--out", str(out), *SMOKE])
+
+    result = json.loads((out / "steps.json").read_text())
+    step = result["steps"][0]
+    assert status == 0, result["tickets"]["violations"]
+    assert set(step["statuses"]) == {"200", "429"}
+    # About the limit is served (its burst and the warm-up's leftovers aside), the rest refused.
+    assert 50 <= step["achieved"] <= 150
+    # A refusal never reached the counter: the numbers served are still exactly 1..n.
+    assert result["tickets"]["missing"] == result["tickets"]["duplicates"] == 0
