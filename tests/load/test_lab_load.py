@@ -1,0 +1,34 @@
+"""A short, bounded load run on the lab fleet: open-loop steps over both balancers,
+unexpected values meanwhile (counters seeded next to 2^53-1 on the Redis host),
+every ticket checked, the fleet healthy afterwards. The capacity figures are in
+the report (tests/output/load-lab-smoke/); the full runs are in docs/capacity.md."""
+
+import json
+from pathlib import Path
+
+import turnoload
+
+REPO = Path(__file__).resolve().parents[2]
+VM_CGROUPS = Path("/sys/fs/cgroup/cpu/turnomatic-lab")
+
+
+def test_load_over_both_balancers_keeps_every_ticket(fleet):
+    out = REPO / "tests" / "output" / "load-lab-smoke"
+    redis_host = fleet.address("redis1")
+    targets = ",".join(f"http://{fleet.address(lb)}:7017" for lb in ("lb1", "lb2"))
+
+    status = turnoload.main([
+        "--target", targets, "--rates", "100,200,400", "--step-seconds", "3", "--stop-after-failures", "99",
+        "--odd", "--seed-ssh", f"root@{redis_host}", "--seed-redis", f"redis://admin@{redis_host}:6379/0",
+        "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin"),
+        *(["--vm-cgroups", str(VM_CGROUPS)] if VM_CGROUPS.is_dir() else []),
+        "--label", "lab smoke: both balancers", "--out", str(out),
+    ])
+
+    result = json.loads((out / "steps.json").read_text())
+    assert status == 0, (result["tickets"]["violations"], [r for r in result["odd"]["results"] if not r["ok"]])
+    assert [s["offered"] for s in result["steps"]] == [100, 200, 400]
+    assert result["steps"][0]["errors"] == 0  # 100 req/s is far below the fleet's capacity
+    assert result["tickets"]["duplicates"] == 0
+    assert result["odd"]["health"] == {"/healthz": 200, "/readyz": 200}
+    assert any(r["name"] == "seeded 2^53-2, past the limit" and r["ok"] for r in result["odd"]["results"])
