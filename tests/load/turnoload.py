@@ -114,6 +114,7 @@ def measure_step(all_records: list[dict], rate: int, seconds: float, warmup_s: f
         "errors": errors,
         "statuses": statuses,
         "achieved": achieved,
+        "refused_per_s": len(refused) / max(seconds, last_end_s),
         "served_share": achieved / rate,
         "p50": percentile(served, 0.50),
         "p90": percentile(served, 0.90),
@@ -205,6 +206,8 @@ def plot(steps: list[dict], max_load: int | None, slo_ms: float, title: str, pat
     figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(8, 8), sharex=True)
     top.plot(offered, offered, ":", color="grey", label="offered")
     top.plot(offered, [s["achieved"] for s in steps], "o-", label="served (200/s)")
+    if any(s["refused_per_s"] for s in steps):
+        top.plot(offered, [s["refused_per_s"] for s in steps], "s-", label="refused (429, 503 /s)")
     top.set_ylabel("requests per second")
     top.set_title(title)
     for name in ("p50", "p90", "p99", "max"):
