@@ -56,6 +56,9 @@ def argument_type(parse):
 def main(argv=None):
     args = build_parser(os.environ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Under load waitress warns "Task queue depth is N" for nearly every request: a
+    # flood that costs CPU; the latency metric shows the queueing instead.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     sys.exit(serve(args))
 
 

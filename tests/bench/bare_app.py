@@ -6,6 +6,7 @@ Redis work as turnomatic, with no framework. Not part of the service.
 """
 
 import json
+import logging
 import os
 
 import redis
@@ -13,6 +14,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from turnomatic.store import INCREMENT_SCRIPT, MAX_TURNO
+
+# As turnomatic does: no "Task queue depth" warning per request under load.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 client = redis.Redis.from_url(
     os.environ["BENCH_REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)

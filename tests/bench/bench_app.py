@@ -5,6 +5,10 @@ Runs wrk (Debian) against each server in turn, alternating, and prints requests/
 and the ratio turnomatic / bare. Both servers run as one process with waitress's
 4 threads, against one local redis-server. Target: ratio >= 0.90.
 
+It also prints each server's CPU time per request (from /proc): one process is bound
+by one core (the GIL), so its capacity is 1 / CPU per request, and that ratio stays
+steadier than req/s when other work shares the machine.
+
     make bench-app            # or: .venv/bin/python tests/bench/bench_app.py [--rounds N --seconds S]
 """
 
@@ -43,7 +47,15 @@ def wait_until_answers(url, process, deadline=15.0):
     sys.exit(f"{url} did not answer within {deadline} s")
 
 
-def wrk(url, seconds, threads, connections):
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, seconds, threads, connections, pid):
+    """req/s, and the server's CPU microseconds per request (steadier than req/s on a busy machine)."""
+    cpu_before = cpu_seconds(pid)
     output = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url],
         capture_output=True, text=True, check=True, timeout=seconds + 30,
@@ -51,7 +63,9 @@ def wrk(url, seconds, threads, connections):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if errors or "Socket errors" in output:
         sys.exit(f"wrk saw errors against {url}:\n{output}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    cpu = cpu_seconds(pid) - cpu_before
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), cpu / requests * 1e6
 
 
 def main():
@@ -60,6 +74,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--app-threads", type=int, default=4, help="waitress threads of both servers (default 4)")
     args = parser.parse_args()
     if not shutil.which("wrk") or not shutil.which("redis-server"):
         sys.exit("needs wrk and redis-server (make setup installs them)")
@@ -82,37 +97,49 @@ def main():
             app_port, bare_port = free_port(), free_port()
             python = sys.executable
             app = subprocess.Popen(
-                [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd],
+                [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd,
+                 "--threads", str(args.app_threads)],
                 stderr=subprocess.DEVNULL,
             )
             bare = subprocess.Popen(
-                [python, "-m", "waitress", "--listen", f"127.0.0.1:{bare_port}", "--threads", "4", "bare_app:application"],
+                [python, "-m", "waitress", "--listen", f"127.0.0.1:{bare_port}", "--threads", str(args.app_threads),
+                 "bare_app:application"],
                 cwd=HERE, env={**os.environ, "BENCH_REDIS_URL": redis_url}, stderr=subprocess.DEVNULL,
             )
             processes += [app, bare]
             targets = {
-                "turnomatic": f"http://127.0.0.1:{app_port}/turno/bench-app",
-                "bare": f"http://127.0.0.1:{bare_port}/turno/bench-bare",
-                "bare INCR": f"http://127.0.0.1:{bare_port}/incr/bench-incr",
+                "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app.pid),
+                "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare.pid),
+                "bare INCR": (f"http://127.0.0.1:{bare_port}/incr/bench-incr", bare.pid),
             }
             wait_until_answers(f"http://127.0.0.1:{app_port}/healthz", app)
-            wait_until_answers(targets["bare"], bare)
+            wait_until_answers(targets["bare"][0], bare)
 
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
-                  f"one waitress process (4 threads) each, redis-server on loopback", flush=True)
-            for url in targets.values():  # warm up
-                wrk(url, 2, args.threads, args.connections)
-            figures = {name: [] for name in targets}
+                  f"one waitress process ({args.app_threads} threads) each, redis-server on loopback", flush=True)
+            for url, pid in targets.values():  # warm up
+                wrk(url, 2, args.threads, args.connections, pid)
+            rates = {name: [] for name in targets}
+            costs = {name: [] for name in targets}
             for round in range(1, args.rounds + 1):
-                for name, url in targets.items():
-                    figures[name].append(wrk(url, args.seconds, args.threads, args.connections))
-                ratio = figures["turnomatic"][-1] / figures["bare"][-1]
-                print(f"round {round}: " + ", ".join(f"{name} {values[-1]:.0f} req/s" for name, values in figures.items())
-                      + f"; ratio {ratio:.3f}", flush=True)
-            ratios = [a / b for a, b in zip(figures["turnomatic"], figures["bare"])]
-            print("median: " + ", ".join(f"{name} {statistics.median(v):.0f} req/s" for name, v in figures.items()))
-            print(f"turnomatic / bare (same scripted increment): median {statistics.median(ratios):.3f} "
-                  f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}); target >= 0.90")
+                for name, (url, pid) in targets.items():
+                    rate, cost = wrk(url, args.seconds, args.threads, args.connections, pid)
+                    rates[name].append(rate)
+                    costs[name].append(cost)
+                print(f"round {round}: " + ", ".join(
+                    f"{name} {rates[name][-1]:.0f} req/s ({costs[name][-1]:.0f} us CPU/req)" for name in targets
+                ), flush=True)
+            rate_ratios = [a / b for a, b in zip(rates["turnomatic"], rates["bare"])]
+            cost_ratios = [b / a for a, b in zip(costs["turnomatic"], costs["bare"])]
+            print("median: " + ", ".join(
+                f"{name} {statistics.median(rates[name]):.0f} req/s ({statistics.median(costs[name]):.0f} us CPU/req)"
+                for name in targets
+            ))
+            print(f"turnomatic / bare, same scripted increment (target >= 0.90):\n"
+                  f"  req/s ratio      median {statistics.median(rate_ratios):.3f} "
+                  f"(rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})\n"
+                  f"  CPU/req ratio    median {statistics.median(cost_ratios):.3f} "
+                  f"(rounds {', '.join(f'{r:.3f}' for r in cost_ratios)}) = bare CPU per request / turnomatic's")
         finally:
             for process in processes:
                 process.terminate()
