@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 VM_CGROUPS = Path("/sys/fs/cgroup/cpu/turnomatic-lab")
 
 
-def test_load_over_both_balancers_keeps_every_ticket(fleet):
+def test_lab_fleet_under_load_keeps_its_numbers(fleet):
     out = REPO / "tests" / "output" / "load-lab-smoke"
     redis_host = fleet.address("redis1")
     targets = ",".join(f"http://{fleet.address(lb)}:7017" for lb in ("lb1", "lb2"))
