@@ -11,6 +11,8 @@ the files rendered on the control machine and on those on the lab's host.
 """
 import json
 import re
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -149,3 +151,18 @@ def check(files, dashboards, dashboards_dir):
                 if source is not None and source not in uids:
                     problems.append(f"{file_name}: panel {panel.get('title')!r} uses datasource {source!r}, not provisioned")
     return problems
+
+
+def check_directories(provisioning_dir, dashboards_from, dashboards_dir):
+    """check() on files on disk: provisioning_dir/<kind>/*.yaml and dashboards_from/*.json."""
+    files = {str(path.relative_to(provisioning_dir)): path.read_text()
+             for path in sorted(Path(provisioning_dir).glob("*/*.yaml"))}
+    dashboards = {path.name: path.read_text() for path in sorted(Path(dashboards_from).glob("*.json"))}
+    return check(files, dashboards, dashboards_dir)
+
+
+if __name__ == "__main__":
+    # provisioning.py PROVISIONING_DIR DASHBOARD_FILES_DIR DASHBOARDS_DIR_ON_THE_HOST
+    found = check_directories(*sys.argv[1:4])
+    print("\n".join(found) or "provisioning files: no problem found")
+    sys.exit(1 if found else 0)
