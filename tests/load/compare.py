@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import turnoload
-from loopback import Processes
+from loopback import CPU_CGROUPS, Processes, free_port
 
 # name -> (group, how to build the target from a Processes and a Redis URL)
 SETUPS = {
@@ -40,7 +40,20 @@ SETUPS = {
         "keepalive", lambda lo, r: lo.nginx([lo.turnomatic(r, processes=2)], keepalive=32)),
     "nginx, no upstream keep-alive": (
         "keepalive", lambda lo, r: lo.nginx([lo.turnomatic(r, processes=2)], keepalive=0)),
+    # The balancer role's nginx.conf in front of 1, 2, 4 app nodes, each capped at a
+    # quarter of a core (2 processes), as lab VMs of the same CPU share.
+    "1 app node at 25 %": ("scaleout", lambda lo, r: app_nodes(lo, r, 1)),
+    "2 app nodes at 25 % each": ("scaleout", lambda lo, r: app_nodes(lo, r, 2)),
+    "4 app nodes at 25 % each": ("scaleout", lambda lo, r: app_nodes(lo, r, 4)),
 }
+
+
+def app_nodes(lo: Processes, redis_url: str, count: int) -> str:
+    port = free_port()
+    hosts = tuple(f"127.0.0.{n}" for n in range(2, 2 + count))
+    for host in hosts:
+        lo.turnomatic(redis_url, processes=2, port=port, host=host, cpu_percent=25)
+    return lo.balancer(port, {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 10000}, hosts)
 
 
 def wrk_throughput(target: str, seconds: int) -> float:
@@ -53,7 +66,9 @@ def wrk_throughput(target: str, seconds: int) -> float:
 
 
 def ladder_max_load(target: str, ladder: str, name: str, out: Path) -> float:
-    status = turnoload.main(["--target", target, "--out", str(out), "--label", name, *ladder.split()])
+    # The CPU and throttling of capped app nodes, per step, in the report.
+    cgroups = ["--vm-cgroups", str(CPU_CGROUPS)] if CPU_CGROUPS.is_dir() else []
+    status = turnoload.main(["--target", target, "--out", str(out), "--label", name, *cgroups, *ladder.split()])
     if status != 0:
         raise SystemExit(f"{name}: ticket violations, see {out / 'report.md'}")
     return json.loads((out / "steps.json").read_text())["max_load"] or 0
@@ -62,7 +77,7 @@ def ladder_max_load(target: str, ladder: str, name: str, out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setups", default="threads,processes,keepalive",
-                        help="groups to compare: threads, processes, keepalive")
+                        help="groups to compare: threads, processes, keepalive, scaleout")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--measure", choices=["wrk", "ladder"], default="wrk")
     parser.add_argument("--seconds", type=int, default=8, help="wrk seconds per set-up and round")

@@ -16,6 +16,8 @@ TURNOMATIC = Path(sys.executable).with_name("turnomatic")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 REPO = Path(__file__).resolve().parents[2]
 BALANCER_ROLE = REPO / "roles" / "balancer"
+# Where CPU-capped processes get their cgroups (cgroup v1, as the lab's VMs).
+CPU_CGROUPS = Path("/sys/fs/cgroup/cpu/turnomatic-load")
 
 
 def free_port() -> int:
@@ -43,6 +45,7 @@ class Processes:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.started: list[subprocess.Popen] = []
+        self.cgroups: list[Path] = []
 
     def start(self, command: list[str]) -> subprocess.Popen:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -61,6 +64,9 @@ class Processes:
                 process.kill()
                 process.wait()
         self.started.clear()
+        for cgroup in self.cgroups:
+            cgroup.rmdir()
+        self.cgroups.clear()
 
     def redis(self) -> str:
         """A redis-server without persistence; its URL."""
@@ -80,16 +86,30 @@ class Processes:
                     raise
                 time.sleep(0.05)
 
-    def turnomatic(self, store: str, *options: str, processes: int = 1, port: int = 0) -> str:
-        """`turnomatic serve` on a free port, in as many processes (SO_REUSEPORT); its base URL."""
+    def turnomatic(self, store: str, *options: str, processes: int = 1, port: int = 0,
+                   host: str = "127.0.0.1", cpu_percent: int = 0) -> str:
+        """`turnomatic serve` on a free port, in as many processes (SO_REUSEPORT); its base URL.
+        With cpu_percent, its processes together get at most that share of one core, like
+        a lab VM (a cgroup v1 cpu quota)."""
         port = port or free_port()
-        command = [str(TURNOMATIC), "serve", "--port", str(port), "--store", store, *options]
+        command = [str(TURNOMATIC), "serve", "--host", host, "--port", str(port), "--store", store, *options]
         if processes > 1:
             command.append("--reuse-port")
-        base = f"http://127.0.0.1:{port}"
+        cgroup = self.cpu_cgroup(f"{host}-{port}", cpu_percent) if cpu_percent else None
+        base = f"http://{host}:{port}"
         for _ in range(processes):
-            wait_until_answers(base + "/healthz", self.start(command))
+            process = self.start(command)
+            if cgroup:
+                (cgroup / "cgroup.procs").write_text(str(process.pid))
+            wait_until_answers(base + "/healthz", process)
         return base
+
+    def cpu_cgroup(self, name: str, cpu_percent: int) -> Path:
+        cgroup = CPU_CGROUPS / f"{os.getpid()}-{name}"
+        cgroup.mkdir(parents=True)
+        (cgroup / "cpu.cfs_quota_us").write_text(str(int((cgroup / "cpu.cfs_period_us").read_text()) * cpu_percent // 100))
+        self.cgroups.append(cgroup)
+        return cgroup
 
     def nginx(self, upstreams: list[str], keepalive: int = 16) -> str:
         """nginx balancing over the upstream base URLs, keep-alive to them unless 0; its base URL."""
@@ -125,16 +145,16 @@ class Processes:
         wait_until_answers(base + "/healthz", process)
         return base
 
-    def balancer(self, app_port: int, role_vars: dict) -> str:
+    def balancer(self, app_port: int, role_vars: dict, app_hosts: tuple = ("127.0.0.1",)) -> str:
         """nginx with the balancer role's own nginx.conf (rendered by Ansible from the role's
-        defaults and role_vars), in front of one app host: turnomatic on 127.0.0.1:app_port."""
+        defaults and role_vars), in front of app hosts: turnomatic on each app_hosts:app_port."""
         workdir = self.workdir / f"balancer-{app_port}"
         workdir.mkdir()
         port, status_port = free_port(), free_port()
         inventory = {"all": {"children": {
             "lb": {"hosts": {"lb-loopback": {"ansible_connection": "local",
                                              "ansible_python_interpreter": sys.executable}}},
-            "app": {"hosts": {"app-loopback": {"ansible_host": "127.0.0.1"}}},
+            "app": {"hosts": {f"app-{n}": {"ansible_host": host} for n, host in enumerate(app_hosts, 1)}},
         }}}
         playbook = [{"name": "Render the balancer's nginx.conf", "hosts": "lb", "gather_facts": False, "tasks": [
             {"ansible.builtin.include_vars": {"file": str(BALANCER_ROLE / "defaults" / "main.yml")}},
