@@ -58,9 +58,6 @@ class MemoryStore:
     def ping(self):
         pass
 
-    def close(self):
-        pass
-
 
 # One atomic step on the server: INCR, and if the result is out of range undo it
 # with DECR and answer an error, so the counter is left as it was. Lua numbers
@@ -122,9 +119,6 @@ class RedisStore:
             self.client.ping()
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(describe_redis_error(error)) from None
-
-    def close(self):
-        self.client.close()
 
 
 def describe_redis_error(error):
