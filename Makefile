@@ -17,7 +17,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # the roles (Molecule), and the fleet end to end.
 TEST_DIRS := tests/app tests/balancer tests/load tests/monitoring
 
-.PHONY: help setup up test lint bench-app load load-smoke lab-up lab-status lab-down fault
+.PHONY: help setup up test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -69,3 +69,6 @@ load: setup ## open-loop load steps against LOAD_TARGET, every ticket checked; r
 
 load-smoke: setup ## the short, bounded load run CI makes (real redis-server, turnomatic, nginx on loopback)
 	$(BIN)/pytest tests/load
+
+load-lab: setup ## the capacity runs on the converged lab fleet: baseline, one app, Redis +5 ms, overload
+	$(BIN)/python tests/load/lab_capacity.py
