@@ -5,6 +5,10 @@ Runs wrk (Debian) against each server in turn, alternating, and prints requests/
 and the ratio turnomatic / bare. Both servers run as one process with waitress's
 4 threads, against one local redis-server. Target: ratio >= 0.90.
 
+A third server, a minimal Flask app with one route doing the same script
+(minimal_flask_app.py), splits the gap: minimal Flask / bare is the most any Flask
+app reaches; turnomatic / minimal Flask is what turnomatic's own code costs.
+
 It also prints each server's CPU time per request (from /proc): one process is bound
 by one core (the GIL), so its capacity is 1 / CPU per request, and that ratio stays
 steadier than req/s when other work shares the machine.
@@ -94,7 +98,7 @@ def main():
             statsd_sink.bind(("127.0.0.1", 0))
             statsd = "127.0.0.1:%d" % statsd_sink.getsockname()[1]
 
-            app_port, bare_port = free_port(), free_port()
+            app_port, bare_port, flask_port = free_port(), free_port(), free_port()
             python = sys.executable
             app = subprocess.Popen(
                 [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd,
@@ -106,14 +110,21 @@ def main():
                  "bare_app:application"],
                 cwd=HERE, env={**os.environ, "BENCH_REDIS_URL": redis_url}, stderr=subprocess.DEVNULL,
             )
-            processes += [app, bare]
+            minimal_flask = subprocess.Popen(
+                [python, "-m", "waitress", "--listen", f"127.0.0.1:{flask_port}", "--threads", str(args.app_threads),
+                 "minimal_flask_app:app"],
+                cwd=HERE, env={**os.environ, "BENCH_REDIS_URL": redis_url}, stderr=subprocess.DEVNULL,
+            )
+            processes += [app, bare, minimal_flask]
             targets = {
                 "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app.pid),
                 "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare.pid),
                 "bare INCR": (f"http://127.0.0.1:{bare_port}/incr/bench-incr", bare.pid),
+                "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask.pid),
             }
             wait_until_answers(f"http://127.0.0.1:{app_port}/healthz", app)
             wait_until_answers(targets["bare"][0], bare)
+            wait_until_answers(targets["minimal Flask"][0], minimal_flask)
 
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
                   f"one waitress process ({args.app_threads} threads) each, redis-server on loopback", flush=True)
@@ -140,6 +151,10 @@ def main():
                   f"(rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})\n"
                   f"  CPU/req ratio    median {statistics.median(cost_ratios):.3f} "
                   f"(rounds {', '.join(f'{r:.3f}' for r in cost_ratios)}) = bare CPU per request / turnomatic's")
+            flask_floor = statistics.median(a / b for a, b in zip(rates["minimal Flask"], rates["bare"]))
+            own_code = statistics.median(a / b for a, b in zip(rates["turnomatic"], rates["minimal Flask"]))
+            print(f"minimal Flask / bare (Flask's own ceiling): req/s ratio median {flask_floor:.3f}\n"
+                  f"turnomatic / minimal Flask (turnomatic's own code): req/s ratio median {own_code:.3f}")
         finally:
             for process in processes:
                 process.terminate()
