@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import free_port, get
+from app_helpers import free_port, get
 
 
 def run(*args, env=None, timeout=30):

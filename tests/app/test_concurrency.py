@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import free_port, hammer
+from app_helpers import free_port, hammer
 
 THREADS = 32
 REQUESTS_PER_THREAD = 500

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import free_port, get
+from app_helpers import free_port, get
 
 
 @pytest.fixture

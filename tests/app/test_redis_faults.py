@@ -9,7 +9,7 @@ import http.client
 import threading
 import time
 
-from conftest import get, wait_for
+from app_helpers import get, wait_for
 
 
 def test_timed_out_increment_ran_exactly_once(start_service, redis_server, redis_client):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Service, get, free_port
+from app_helpers import Service, get, free_port
 
 MAX_TURNO = 2**53 - 1
 
