@@ -2,7 +2,7 @@
 
 The lab puts each VM in a cgroup v1 of the cpu controller
 (/sys/fs/cgroup/cpu/turnomatic-lab/<vm>) whose quota is the VM's CPU share. Per
-step and VM this gives the CPU used (the threads' user+system time from /proc, in
+step and VM this gives the CPU used (its processes' user+system time from /proc, in
 % of one core) and the share of scheduler periods in which the quota throttled the
 VM: a VM throttled in most periods is at its CPU limit.
 """
@@ -14,10 +14,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_seconds(cgroup: Path) -> float:
+    """User+system time of the cgroup's processes (/proc/<pid>/stat counts all of a
+    process's threads, ended ones included)."""
     total = 0
-    for tid in (cgroup / "tasks").read_text().split():
+    for pid in (cgroup / "cgroup.procs").read_text().split():
         try:
-            fields = Path(f"/proc/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue  # ended since the list was read
         total += int(fields[11]) + int(fields[12])  # utime, stime
@@ -48,7 +50,7 @@ def usage(before: dict, after: dict, seconds: float) -> dict:
             continue
         cpu0, periods0, throttled0 = before[name]
         result[name] = {
-            # Threads that ended between the samples take their time with them: never below 0.
+            # Processes that ended between the samples take their time with them: never below 0.
             "cpu_percent": max(0, round(100 * (cpu - cpu0) / seconds)),
             "throttled_percent": round(100 * (throttled - throttled0) / max(1, periods - periods0)),
         }
