@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -86,8 +87,27 @@ def serve(args):
         log.error("cannot listen on %s port %d: %s", args.host, args.port, error)
         return 1
     log.info("store %s, %d threads, metrics %s", redacted(args.store), args.threads, args.statsd or "off")
-    waitress.serve(app, sockets=[listener], threads=args.threads, connection_limit=args.connection_limit)
+    server = waitress.create_server(app, sockets=[listener], threads=args.threads, connection_limit=args.connection_limit)
+    signal.signal(signal.SIGTERM, stop_accepting_and_finish(listener))
+    server.print_listen("Serving on http://{}:{}")
+    server.run()
+    log.info("stopped")
     return 0
+
+
+def stop_accepting_and_finish(listener):
+    """SIGTERM (systemd's stop): close the listening socket, so that new connections go to
+    the other processes on the port or are refused, and leave waitress's loop. waitress
+    then lets its threads finish the requests they are serving (up to 5 s; the thread
+    sends the answer itself) and drops the requests not started, which used up no number.
+    Killed instead, a process would cut requests whose increment already ran: gaps."""
+
+    def on_sigterm(signum, frame):
+        log.info("SIGTERM: no new connections; finishing the requests in progress")
+        listener.close()
+        raise SystemExit(0)
+
+    return on_sigterm
 
 
 def listen(host, port, reuse_port):

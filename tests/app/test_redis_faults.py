@@ -6,6 +6,7 @@ bounded time; the service recovers by itself.
 """
 
 import http.client
+import signal
 import threading
 import time
 
@@ -106,3 +107,26 @@ def run_load(base, ids, threads, seconds):
     for thread in pool:
         thread.join()
     return numbers, results
+
+
+def test_sigterm_finishes_the_requests_in_progress(start_service, redis_server, redis_client):
+    """systemd stops a process with SIGTERM. Four requests wait on a sleeping Redis when it
+    comes: the process stops accepting, answers all four once Redis wakes, then exits.
+    Dying at once instead would leave four increments run but never delivered: gaps."""
+    service = start_service("--threads", "4", "--store", redis_server.url + "?socket_timeout=3")
+    sleeper = threading.Thread(target=redis_server.client().execute_command, args=("DEBUG", "SLEEP", "1"))
+    sleeper.start()
+    time.sleep(0.2)
+    answers = []
+    clients = [threading.Thread(target=lambda: answers.append(get(service.base, "/turno/term"))) for _ in range(4)]
+    for client in clients:
+        client.start()
+    time.sleep(0.3)  # the four increments are now waiting in Redis
+    service.process.send_signal(signal.SIGTERM)
+    for client in clients:
+        client.join()
+    sleeper.join()
+    assert service.process.wait(timeout=10) == 0
+    assert sorted((status, body["turno"]) for status, _, body in answers) == [(200, n) for n in range(1, 5)]
+    assert redis_client.get("turno:term") == "4"
+    assert "SIGTERM: no new connections" in service.log()
