@@ -14,6 +14,8 @@ for a quiet machine.
 
     .venv/bin/python tests/load/compare.py --setups threads --rounds 2
     .venv/bin/python tests/load/compare.py --setups processes,keepalive
+    .venv/bin/python tests/load/compare.py --setups scaleout
+    .venv/bin/python tests/load/compare.py --setups overload --measure overload --overload-rate 600
 """
 
 import argparse
@@ -45,7 +47,19 @@ SETUPS = {
     "1 app node at 25 %": ("scaleout", lambda lo, r: app_nodes(lo, r, 1)),
     "2 app nodes at 25 % each": ("scaleout", lambda lo, r: app_nodes(lo, r, 2)),
     "4 app nodes at 25 % each": ("scaleout", lambda lo, r: app_nodes(lo, r, 4)),
+    # The balancer role's nginx.conf in front of one app node (2 processes at 50 % of a
+    # core), offered --overload-rate, with and without the limit on all clients together.
+    "balancer, no total limit": ("overload", lambda lo, r: overload_node(lo, r, 0)),
+    "balancer, total limit 150 req/s": ("overload", lambda lo, r: overload_node(lo, r, 150)),
 }
+
+
+def overload_node(lo: Processes, redis_url: str, total_limit: int) -> str:
+    port = free_port()
+    lo.turnomatic(redis_url, processes=2, port=port, host="127.0.0.2", cpu_percent=50)
+    return lo.balancer(port, {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 10000,
+                              "balancer_total_rate_limit": total_limit,
+                              "balancer_total_rate_limit_burst": total_limit // 10}, ("127.0.0.2",))
 
 
 def app_nodes(lo: Processes, redis_url: str, count: int) -> str:
@@ -74,12 +88,25 @@ def ladder_max_load(target: str, ladder: str, name: str, out: Path) -> float:
     return json.loads((out / "steps.json").read_text())["max_load"] or 0
 
 
+def overload_step(target: str, rate: int, seconds: int, name: str, out: Path) -> str:
+    """One open-loop step at rate: served per s, refused per s, p99 of the served."""
+    # Many connections, as many clients: the generator's own queue must not hide the refusals.
+    status = turnoload.main(["--target", target, "--rates", str(rate), "--step-seconds", str(seconds),
+                             "--connections", "512", "--out", str(out), "--label", name])
+    if status != 0:
+        raise SystemExit(f"{name}: ticket violations, see {out / 'report.md'}")
+    step = json.loads((out / "steps.json").read_text())["steps"][0]
+    return (f"{step['achieved']:.0f} served/s, {step['refused_per_s']:.0f} refused/s, "
+            f"p99 served {turnoload.fmt(step['p99'])} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setups", default="threads,processes,keepalive",
-                        help="groups to compare: threads, processes, keepalive, scaleout")
+                        help="groups to compare: threads, processes, keepalive, scaleout, overload")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--measure", choices=["wrk", "ladder"], default="wrk")
+    parser.add_argument("--measure", choices=["wrk", "ladder", "overload"], default="wrk")
+    parser.add_argument("--overload-rate", type=int, default=600, help="offered req/s for --measure overload")
     parser.add_argument("--seconds", type=int, default=8, help="wrk seconds per set-up and round")
     parser.add_argument("--ladder", default="--start 300 --step 300 --max-rate 4500 --step-seconds 5",
                         help="turnoload step options, the same for every set-up")
@@ -99,10 +126,19 @@ def main() -> None:
                 target = SETUPS[name][1](lo, lo.redis())
                 if args.measure == "wrk":
                     found[name].append(round(wrk_throughput(target, args.seconds)))
-                else:
+                elif args.measure == "ladder":
                     found[name].append(ladder_max_load(target, args.ladder, name, out))
-            print(f"   {found[name][-1]} req/s", flush=True)
+                else:
+                    found[name].append(overload_step(target, args.overload_rate, args.seconds, name, out))
+            print(f"   {found[name][-1]}", flush=True)
 
+    if args.measure == "overload":
+        table = "\n".join([f"| set-up | {args.overload_rate} req/s offered, per round |", "|---|---|"]
+                          + [f"| {name} | {'; '.join(found[name])} |" for name in names])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "compare.md").write_text(table + "\n")
+        print(table)
+        return
     baseline = {}
     measure = "wrk req/s" if args.measure == "wrk" else "max load under the SLO, req/s"
     lines = [f"| set-up | {measure}, per round | median | ratio to the first of its group |",
