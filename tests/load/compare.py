@@ -15,7 +15,7 @@ for a quiet machine.
     .venv/bin/python tests/load/compare.py --setups threads --rounds 2
     .venv/bin/python tests/load/compare.py --setups processes,keepalive
     .venv/bin/python tests/load/compare.py --setups scaleout
-    .venv/bin/python tests/load/compare.py --setups overload --measure overload --overload-rate 600
+    .venv/bin/python tests/load/compare.py --setups overload --measure overload --overload-rate 1200
 """
 
 import argparse
@@ -50,7 +50,7 @@ SETUPS = {
     # The balancer role's nginx.conf in front of one app node (2 processes at 50 % of a
     # core), offered --overload-rate, with and without the limit on all clients together.
     "balancer, no total limit": ("overload", lambda lo, r: overload_node(lo, r, 0)),
-    "balancer, total limit 150 req/s": ("overload", lambda lo, r: overload_node(lo, r, 150)),
+    "balancer, total limit 500 req/s": ("overload", lambda lo, r: overload_node(lo, r, 500)),
 }
 
 
@@ -106,7 +106,7 @@ def main() -> None:
                         help="groups to compare: threads, processes, keepalive, scaleout, overload")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--measure", choices=["wrk", "ladder", "overload"], default="wrk")
-    parser.add_argument("--overload-rate", type=int, default=600, help="offered req/s for --measure overload")
+    parser.add_argument("--overload-rate", type=int, default=1200, help="offered req/s for --measure overload")
     parser.add_argument("--seconds", type=int, default=8, help="wrk seconds per set-up and round")
     parser.add_argument("--ladder", default="--start 300 --step 300 --max-rate 4500 --step-seconds 5",
                         help="turnoload step options, the same for every set-up")
@@ -120,7 +120,7 @@ def main() -> None:
     for round_number in range(1, args.rounds + 1):
         for name in names:
             print(f"== round {round_number}: {name}", flush=True)
-            out = args.out / f"round{round_number}" / name.replace(" ", "_").replace(",", "")
+            out = args.out / f"round{round_number}" / re.sub(r"[^A-Za-z0-9]+", "_", name)
             with tempfile.TemporaryDirectory(prefix="turnomatic-compare-") as workdir, \
                     Processes(Path(workdir)) as lo:
                 target = SETUPS[name][1](lo, lo.redis())
