@@ -45,7 +45,7 @@ class Run:
         self.statuses = Counter()
         self.failures = Counter()
         self.by_balancer = Counter()
-        self.failure_times = []
+        self.failure_times = []  # seconds into the run of every failure and non-200 answer
         self.started = time.monotonic()
 
     def next_request(self):
@@ -67,6 +67,8 @@ class Run:
                 return
             self.statuses[str(status)] += 1
             self.by_balancer[address] += 1
+            if status != 200:
+                self.failure_times.append(round(time.monotonic() - self.started, 2))
             if ticket is not None:
                 self.tickets[ticket_id].append(ticket)
 
