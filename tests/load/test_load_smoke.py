@@ -39,7 +39,7 @@ def test_steps_report_and_every_ticket_checked(lo, tmp_path):
     assert odd["rate"] == 100
     assert [r for r in odd["results"] if not r["ok"]] == []
     assert any(r["name"].startswith("seeded 2^53-2") for r in odd["results"])
-    assert odd["health"] == {"/healthz": 200, "/readyz": 200}
+    assert odd["health"] == {target: {"/healthz": 200, "/readyz": 200}}
     report = (out / "report.md").read_text()
     assert "\n| 200 | " in report and "Maximum load" in report and "No violation" in report
     assert (out / "load.png").read_bytes().startswith(b"\x89PNG")

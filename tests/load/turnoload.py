@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import vmcpu
+from odd_requests import run_odd_requests
 from tickets import TicketLedger
 
 HERE = Path(__file__).resolve().parent
@@ -180,9 +181,9 @@ def markdown_report(meta: dict, steps: list[dict], max_load: int | None, ledger:
     if odd:
         lines += ["", "## Unexpected values under load", "",
                   f"During the step at {odd['rate']} req/s: {len(odd['results'])} odd requests.", "",
-                  "| request | expected | got | |", "|---|---|---|---|"]
+                  "| target | request | expected | got | |", "|---|---|---|---|---|"]
         for r in odd["results"]:
-            lines.append(f"| {r['name']} | {r['expected']} | {r['status']} | "
+            lines.append(f"| {r['target']} | {r['name']} | {r['expected']} | {r['status']} | "
                          f"{'ok' if r['ok'] else 'WRONG'} |")
         lines.append(f"\nHealth after the run: {odd['health']}")
     return "\n".join(lines) + "\n"
@@ -253,6 +254,19 @@ def redis_seeder(args):
     return seed
 
 
+def odd_on_every_target(args, delay_s: float) -> dict:
+    """The unexpected values on every target (each balancer), after delay_s; one result."""
+    seed = redis_seeder(args)
+    results, health = [], {}
+    for number, target in enumerate(args.target.split(",")):
+        found = run_odd_requests(target, delay_s=delay_s if number == 0 else 0, seed=seed)
+        results += [{**r, "target": target} for r in found["results"]]
+        health[target] = found["health"]
+    return {"results": results, "health": health,
+            "passed": all(r["ok"] for r in results)
+            and all(set(h.values()) == {200} for h in health.values())}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", required=True,
@@ -276,7 +290,7 @@ def parse_args(argv=None):
                         help="after the steps, offer this multiple of the maximum load (e.g. 2)")
     parser.add_argument("--overload-seconds", type=float, default=20)
     parser.add_argument("--odd", action="store_true",
-                        help="send unexpected values during the step nearest half the last rate")
+                        help="send unexpected values during the second step")
     parser.add_argument("--seed-redis", metavar="URL",
                         help="with --odd: the target's Redis (redis://user@host:port/db), to seed counters next to 2^53-1")
     parser.add_argument("--seed-password-file", metavar="FILE", help="the password for --seed-redis")
@@ -308,7 +322,8 @@ def main(argv=None) -> int:
             "load_average_before": os.getloadavg()[0]}
     ledger = TicketLedger()
     rates = step_rates(args)
-    odd_rate = min(rates, key=lambda r: abs(r - rates[-1] / 2)) if args.odd else None
+    # The second step: always run (a run stops after two failing steps at the earliest).
+    odd_step = min(2, len(rates)) if args.odd else None
     odd = None
     steps, failures_in_a_row = [], 0
 
@@ -338,17 +353,15 @@ def main(argv=None) -> int:
     for number, rate in enumerate(rates, 1):
         label = f"step {number}/{len(rates)}: "
         print(f"{label}{rate} req/s for {args.step_seconds:g} s", flush=True)
-        if rate == odd_rate:
-            from odd_requests import run_odd_requests
-            odd_thread_result = {}
-            odd_thread = threading.Thread(target=lambda: odd_thread_result.update(
-                run_odd_requests(args.target, delay_s=args.step_seconds / 4,
-                                 seed=redis_seeder(args))))
+        if number == odd_step:
+            odd_found = {}
+            odd_thread = threading.Thread(target=lambda: odd_found.update(
+                odd_on_every_target(args, delay_s=args.step_seconds / 4)))
             odd_thread.start()
         step = run_step(rate, args.step_seconds, label)
-        if rate == odd_rate:
+        if number == odd_step:
             odd_thread.join()
-            odd = {"rate": rate, **odd_thread_result}
+            odd = {"rate": rate, **odd_found}
         steps.append(step)
         failures_in_a_row = 0 if step["passed"] else failures_in_a_row + 1
         if failures_in_a_row >= args.stop_after_failures:
