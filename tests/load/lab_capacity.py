@@ -6,12 +6,13 @@
   overload   the balancers' total limit set to the maximum found, then 2x that
              maximum offered for 20 s: served near the maximum, the rest 429 at once
 
-Every run checks every ticket and records the CPU and throttling of every VM per
-step; each changed setting (drain, delay, limit) is put back afterwards, also when
-a run fails. Reports in tests/output/lab/<run>/, a summary on stdout.
+The app VMs are capped at --app-cpu-percent of a core each (25 by default) while
+the runs last. Every run checks every ticket and records the CPU and throttling
+of every VM per step; each changed setting (CPU cap, drain, delay, limit) is put
+back afterwards, also when a run fails. Reports in tests/output/lab/<run>/, a summary on stdout.
 
     .venv/bin/python tests/load/lab_capacity.py [--runs baseline,one-app,redis-rtt,overload]
-        [--ladder "--start 200 --step 200 --max-rate 3000 --step-seconds 8"]
+        [--ladder "--start 50 --step 50 --max-rate 1500 --step-seconds 8"] [--app-cpu-percent 25]
 
 Needs the converged lab fleet (make lab-up, ansible-playbook site.yml).
 """
@@ -50,6 +51,24 @@ def render_balancers(**settings) -> None:
         json.dump(playbook, file)
         file.flush()
         ansible_playbook(file.name, "-e", json.dumps(settings))
+
+
+@contextmanager
+def app_cpu_capped(percent: int):
+    """Every app VM's CPU quota set to percent of a core for the runs (the lab's cgroup v1
+    quota, which it sets at boot from lab_vm_cpu_percent), the old quotas put back after."""
+    if not percent:
+        yield
+        return
+    quotas = {path: path.read_text() for path in Path(VM_CGROUPS).glob("app*/cpu.cfs_quota_us")}
+    try:
+        for path in quotas:
+            period = int((path.parent / "cpu.cfs_period_us").read_text())
+            path.write_text(str(period * percent // 100))
+        yield
+    finally:
+        for path, quota in quotas.items():
+            path.write_text(quota)
 
 
 @contextmanager
@@ -95,13 +114,28 @@ def ladder(name: str, ladder_args: list[str], extra: list[str] = ()) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="baseline,one-app,redis-rtt,overload")
-    parser.add_argument("--ladder", default="--start 200 --step 200 --max-rate 3000 --step-seconds 8")
+    parser.add_argument("--ladder", default="--start 50 --step 50 --max-rate 1500 --step-seconds 8")
+    parser.add_argument("--app-cpu-percent", type=int, default=25,
+                        help="each app VM's CPU share during the runs, so that the app tier, not the "
+                             "machine's 2 cores, is what saturates (0: leave the lab's own)")
     args = parser.parse_args()
     runs = args.runs.split(",")
     steps = args.ladder.split()
     seed = ["--odd", "--seed-ssh", f"root@{REDIS}", "--seed-redis", f"redis://admin@{REDIS}:6379/0",
             "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin")]
     results = {}
+    with app_cpu_capped(args.app_cpu_percent):
+        run_all(runs, steps, seed, results)
+    print("\n| run | max load req/s | last step | tickets | violations | report |\n|---|---:|---|---:|---:|---|")
+    for name, result in results.items():
+        last = result["steps"][-1]
+        print(f"| {name} | {result['max_load']} | {last['offered']} offered: {last['achieved']:.0f} served, "
+              f"{last['refused_per_s']:.0f} refused per s, p99 {turnoload.fmt(last['p99'])} ms "
+              f"| {result['tickets']['tickets']} | {len(result['tickets']['violations'])} | {OUT / name / 'report.md'} |")
+    return max(r["status"] for r in results.values())
+
+
+def run_all(runs: list[str], steps: list[str], seed: list[str], results: dict) -> None:
     if "baseline" in runs:
         results["baseline"] = ladder("baseline", steps, seed)
     if "one-app" in runs:
@@ -119,13 +153,6 @@ def main() -> int:
             results["overload"] = ladder("overload", ["--rates", str(2 * maximum), "--connections", "512",
                                                       "--step-seconds", str(OVERLOAD_SECONDS),
                                                       "--stop-after-failures", "1"])
-    print("\n| run | max load req/s | last step | tickets | violations | report |\n|---|---:|---|---:|---:|---|")
-    for name, result in results.items():
-        last = result["steps"][-1]
-        print(f"| {name} | {result['max_load']} | {last['offered']} offered: {last['achieved']:.0f} served, "
-              f"{last['refused_per_s']:.0f} refused per s, p99 {turnoload.fmt(last['p99'])} ms "
-              f"| {result['tickets']['tickets']} | {len(result['tickets']['violations'])} | {OUT / name / 'report.md'} |")
-    return max(r["status"] for r in results.values())
 
 
 if __name__ == "__main__":
