@@ -136,29 +136,35 @@ def test_a_request_shows_up_in_graphite_as_the_dashboards_read_it(fleet, graphit
     assert any(v is not None for values in latency.values() for v in values), latency
 
 
-def test_graphite_web_draws_the_requests_in_chromium(fleet):
+def screenshot(url, path):
+    """Headless Chromium's screenshot of `url` into `path`; returns its count of strongly
+    coloured pixels (text and axes are grey, the grid faintly tinted: the rest is plotted lines)."""
     chromium = shutil.which("chromium")
     assert chromium, "chromium is not installed: run make setup"
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    screenshot = OUTPUT / "graphite-requests.png"
-    screenshot.unlink(missing_ok=True)
-    query = urllib.parse.urlencode([
-        ("target", "aliasByNode(stats.counters.turnomatic.*.requests.*.rate, 3, 5)"),
-        ("from", "-30min"), ("width", "1000"), ("height", "560"), ("title", "turnomatic requests/s by node and status"),
-    ])
-    url = f"http://{fleet.address(MONITORING_HOST)}/render?{query}"
+    path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                        "--window-size=1000,560", f"--screenshot={screenshot}", url],
+                        "--window-size=1000,560", f"--screenshot={path}", url],
                        capture_output=True, timeout=120, check=True)
-    # Text and axes are grey, the grid faintly tinted: strongly coloured pixels are
-    # the plotted lines (about 160 on a graph of no data, thousands with a line).
-    with Image.open(screenshot) as image:
+    with Image.open(path) as image:
         pixels = image.convert("RGB").tobytes()
-    coloured = sum(1 for i in range(0, len(pixels), 3) if max(pixels[i:i + 3]) - min(pixels[i:i + 3]) > 96)
-    print(f"screenshot: {screenshot} ({coloured} pixels of plotted lines)")
-    assert coloured > 1000, f"no line drawn in {screenshot}"
+    return sum(1 for i in range(0, len(pixels), 3) if max(pixels[i:i + 3]) - min(pixels[i:i + 3]) > 96)
+
+
+def test_graphite_web_draws_the_requests_in_chromium(fleet):
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+
+    def graph(target, title):
+        query = urllib.parse.urlencode([("target", target), ("from", "-10min"), ("width", "1000"),
+                                        ("height", "560"), ("title", title)])
+        return f"http://{fleet.address(MONITORING_HOST)}/render?{query}"
+    # The same graph of a metric nobody sends: legend, grid and axes only.
+    empty = screenshot(graph("stats.counters.nobody.sends.this", "nothing"), OUTPUT / "graphite-empty.png")
+    drawn = screenshot(graph("aliasByNode(stats.counters.turnomatic.*.requests.*.rate, 3, 5)",
+                             "turnomatic requests/s by node and status"), OUTPUT / "graphite-requests.png")
+    print(f"screenshot: {OUTPUT / 'graphite-requests.png'} ({drawn} coloured pixels, {empty} without data)")
+    assert drawn > empty + 300, "no line drawn in graphite-requests.png"
 
 
 def burn_cpu(fleet, host, seconds, processes=2):
