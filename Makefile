@@ -17,7 +17,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # the roles (Molecule), and the fleet end to end.
 TEST_DIRS := tests/app tests/lab tests/balancer tests/load tests/monitoring
 
-.PHONY: help setup up test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
+.PHONY: help setup up test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault fleet-up
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -45,6 +45,13 @@ lab-status: setup ## the lab's VMs, bridge and package proxy
 
 lab-down: setup ## stop every lab VM (inventory and Molecule), the package proxy, remove the bridge
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_action=down
+
+fleet-up: lab-up ## the whole fleet on the lab: site.yml on the lab VMs, then where to reach it
+	$(BIN)/ansible-playbook site.yml
+	@echo "turnomatic is up: http://turnomatic.lab:7017/turno/<id> from the lab's hosts (dns1 answers the name)."
+	@echo "From this machine, through a balancer:"
+	@$(BIN)/ansible-inventory --list | $(BIN)/python -c 'import json, sys; hostvars = json.load(sys.stdin)["_meta"]["hostvars"]; \
+		print("\n".join("  curl http://%s:7017/turno/grupo1" % hostvars[host]["ansible_host"] for host in sorted(hostvars) if host.startswith("lb")))'
 
 # make fault VM=app1 FAULT=stop|kill|start|cut|heal|delay|undelay [DELAY_MS=5]
 DELAY_MS ?= 5
