@@ -20,6 +20,7 @@ CHECKER = Path(__file__).with_name("ticket_checker.py")
 REMOTE_CHECKER = "/root/ticket_checker.py"
 FIGURES = Path(__file__).resolve().parents[1] / "output" / "fleet-figures.json"
 SERVICE_NAME = "turnomatic.lab"
+CONCURRENCY = 64
 
 
 def record_figure(name, value):
@@ -37,7 +38,7 @@ def fresh_prefix(label):
 class Load:
     """ticket_checker.py running on the client host, started in the background."""
 
-    def __init__(self, fleet, prefix, requests, max_seconds, until_stdin_closes=False, concurrency=64, ids=10):
+    def __init__(self, fleet, prefix, requests, max_seconds, until_stdin_closes=False, concurrency=CONCURRENCY, ids=10):
         command = (f"python3 {REMOTE_CHECKER} --name {SERVICE_NAME} --id-prefix {prefix} --requests {requests} "
                    f"--max-seconds {max_seconds} --concurrency {concurrency} --ids {ids}")
         if until_stdin_closes:
@@ -165,7 +166,7 @@ def test_app_port_is_reachable_from_balancers_only(fleet):
         assert not can_connect(fleet, "redis1", app, 7017), f"redis1 reached {app}:7017"
 
 
-def test_an_app_vm_killed_under_load_loses_a_handful_and_duplicates_none(client):
+def test_an_app_vm_killed_under_load_fails_only_its_requests_in_flight(client):
     load = Load(client, fresh_prefix("kill"), requests=0, max_seconds=120, until_stdin_closes=True)
     time.sleep(10)
     kill_started = time.monotonic() - load.started
@@ -186,7 +187,10 @@ def test_an_app_vm_killed_under_load_loses_a_handful_and_duplicates_none(client)
     record_figure("kill_app_failed_requests", report.failed)
     record_figure("kill_app_lost_numbers", lost)
     assert report.duplicates() == {}
-    assert report.failed <= 10, f"more than a handful of failed requests: {report.summary()}"
+    # Each of the client's connections has one request in flight at most: only
+    # those that were on the killed app may fail (nginx cannot know whether the
+    # app counted them, so it does not re-send them), nothing after.
+    assert report.failed <= CONCURRENCY, f"more failures than requests in flight: {report.summary()}"
     # A number can only go missing with a request that failed.
     assert lost <= report.failed
     # Routed around within seconds: nothing fails before the kill or later than 5 s after it.
