@@ -7,7 +7,6 @@ JSON has no enums, so the check first turns the schema's enum types into the
 unions of their literal values (what Grafana reads from JSON).
 """
 import json
-import os
 import subprocess
 from pathlib import Path
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import alerting
 import provisioning
 from monitoring_support import ROLES, alert_rules_source
 
@@ -25,7 +26,6 @@ def test_rendered_files_have_the_documented_structure(grafana_provisioning):
 
 
 def test_rule_file_says_what_the_source_of_truth_says(rules_file):
-    import alerting
     rendered = alerting.load_rules(rules_file.read_text())
     source = alert_rules_source()
     assert sorted(rendered) == sorted(rule["uid"] for rule in source)
