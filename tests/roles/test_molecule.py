@@ -2,14 +2,17 @@
 
 Each scenario creates its own lab VMs (addresses from the role's block in
 docs/architecture.md), converges the role, checks that a second converge
-changes nothing, runs its verify playbook and destroys the VMs. The full
-output goes to tests/output/molecule/<role>.log.
+changes nothing, runs its verify playbook and destroys the VMs. Scenarios run
+side by side (MOLECULE_PARALLEL at a time, default 3: they mostly wait on
+package downloads and SSH), one test per role; the full output of each goes to
+tests/output/molecule/<role>.log.
 """
 
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,26 +21,38 @@ REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
 LOGS = REPO / "tests" / "output" / "molecule"
 ROLES_WITH_SCENARIO = sorted(path.parents[2].name for path in ROLES.glob("*/molecule/default/molecule.yml"))
-SCENARIO_TIMEOUT = 20 * 60
+SCENARIO_TIMEOUT = 25 * 60
+PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "3"))
 
 
-@pytest.mark.parametrize("role", ROLES_WITH_SCENARIO)
-def test_molecule_scenario(role):
-    LOGS.mkdir(parents=True, exist_ok=True)
+def molecule_test(role):
+    """Run the scenario; returns (exit code, seconds, log path)."""
     log = LOGS / f"{role}.log"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
     started = time.monotonic()
     with log.open("w") as output:
-        result = subprocess.run(
-            [Path(sys.executable).parent / "molecule", "test"],
-            cwd=ROLES / role,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            timeout=SCENARIO_TIMEOUT,
-        )
-    elapsed = time.monotonic() - started
-    print(f"molecule test {role}: exit {result.returncode} in {elapsed:.0f} s (log: {log})")
-    if result.returncode != 0:
+        try:
+            returncode = subprocess.run(
+                [Path(sys.executable).parent / "molecule", "test"],
+                cwd=ROLES / role, env=env, stdout=output, stderr=subprocess.STDOUT, timeout=SCENARIO_TIMEOUT,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            returncode = "timeout"
+    return returncode, time.monotonic() - started, log
+
+
+@pytest.fixture(scope="module")
+def scenario_runs():
+    """Every scenario submitted at once; each test waits for its own."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        yield {role: pool.submit(molecule_test, role) for role in ROLES_WITH_SCENARIO}
+
+
+@pytest.mark.parametrize("role", ROLES_WITH_SCENARIO)
+def test_molecule_scenario(role, scenario_runs):
+    returncode, seconds, log = scenario_runs[role].result()
+    print(f"molecule test {role}: exit {returncode}, {seconds:.0f} s (log: {log})")
+    if returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-60:])
-        pytest.fail(f"molecule test {role} failed (exit {result.returncode}, {elapsed:.0f} s); end of {log}:\n{tail}")
+        pytest.fail(f"molecule test {role} failed (exit {returncode}, {seconds:.0f} s); end of {log}:\n{tail}")
