@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from monitoring_support import ROLES, alert_rules_source, free_port, render_template, wait_for
+from monitoring_support import ROLES, alert_rules_source, free_port, render_template, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +86,10 @@ DATABASES = {{"default": {{"NAME": "{base}/graphite.db", "ENGINE": "django.db.ba
                            start_new_session=True)
     url = f"http://127.0.0.1:{web_port}"
     try:
-        wait_for(lambda: socket.create_connection(("127.0.0.1", line_port), timeout=1).close() or True, 60, "carbon-cache")
-        wait_for(lambda: urllib.request.urlopen(f"{url}/metrics/find?query=*", timeout=5).status == 200, 60, "graphite-web")
+        assert wait_until(lambda: socket.create_connection(("127.0.0.1", line_port), timeout=1).close() or True,
+                          60, 0.2), "carbon-cache did not listen within 60 s"
+        assert wait_until(lambda: urllib.request.urlopen(f"{url}/metrics/find?query=*", timeout=5).status == 200,
+                          60, 0.2), "graphite-web did not answer within 60 s"
         yield line_port, url
     finally:
         for process in (web, carbon):

@@ -37,13 +37,21 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_for(check, timeout, what):
+def wait_until(check, timeout, interval=10):
+    """check() every `interval` seconds (by default the 10 s the metrics move by) until
+    it returns something true, for at most `timeout` seconds; returns its last result
+    (an OSError counts as not yet)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
-            if check():
-                return
+            result = check()
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout} s")
+            result = None
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def aligned_now(step=10):
+    """Now, on the 10 s boundary StatsD's and collectd's points are stored at."""
+    return int(time.time()) // step * step

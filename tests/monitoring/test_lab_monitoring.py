@@ -22,7 +22,7 @@ from PIL import Image
 
 import alerting
 import provisioning
-from monitoring_support import ROOT
+from monitoring_support import ROOT, aligned_now as now, wait_until
 
 OUTPUT = ROOT / "tests/output/monitoring"
 MONITORING_HOST = "mon1"
@@ -41,20 +41,6 @@ def graphite(fleet):
 @pytest.fixture(scope="module")
 def rules(fleet):
     return alerting.load_rules(fleet.ssh(MONITORING_HOST, f"cat {RULES_PATH}").stdout)
-
-
-def now():
-    return int(time.time()) // STEP * STEP
-
-
-def wait_until(check, timeout, interval=STEP):
-    """check() until it returns something true, for at most `timeout` seconds; returns the last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
 
 
 def all_firing(rules, graphite):

@@ -7,11 +7,11 @@ the rules exactly as the rendered rule file states them. The lab tests
 (test_lab_monitoring.py) do the same on metrics the fleet really sends.
 """
 import socket
-import time
 
 import pytest
 
 import alerting
+from monitoring_support import aligned_now, wait_until
 
 STEP = 10
 
@@ -27,10 +27,6 @@ def rules(rules_file):
     return alerting.load_rules(rules_file.read_text())
 
 
-def now():
-    return int(time.time()) // STEP * STEP
-
-
 def send(line_port, series, end):
     """series: {metric: [value per 10 s step, oldest first, the last one at `end`]}; None skips a point."""
     lines = []
@@ -43,13 +39,9 @@ def send(line_port, series, end):
 
 
 def wait_for_points(graphite, metrics, end):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if all(any(v is not None for values in graphite.render(m, end - 600, end).values() for v in values)
-               for m in metrics):
-            return
-        time.sleep(0.5)
-    pytest.fail(f"carbon did not store {metrics}")
+    stored = wait_until(lambda: all(any(v is not None for values in graphite.render(m, end - 600, end).values()
+                                        for v in values) for m in metrics), 30, 0.5)
+    assert stored, f"carbon did not store {metrics}"
 
 
 def cpu(host, percent_of_core):
@@ -61,7 +53,7 @@ def cpu(host, percent_of_core):
 def test_cpu_rule_fires_for_the_busy_host_only(graphite, rules):
     line_port, api = graphite
     rule = rules["turnomatic-cpu-high"]
-    end = now()
+    end = aligned_now()
     steps = (rule.window + rule.duration) // STEP + 2
     busy = rule.threshold * 1.5
     send(line_port, {**cpu("busy1", [busy] * steps), **cpu("calm1", [rule.threshold / 3] * steps),
@@ -77,7 +69,7 @@ def test_cpu_rule_fires_for_the_busy_host_only(graphite, rules):
 def test_5xx_rule_fires_on_a_high_share_and_not_on_a_few(graphite, rules):
     line_port, api = graphite
     rule = rules["turnomatic-5xx-ratio"]
-    end = now()
+    end = aligned_now()
     steps = (rule.window + rule.duration) // STEP + 2
     prefix = "stats.counters.turnomatic"
     # The rule's query covers every app node: the first half of the time 0.1 %
@@ -93,7 +85,7 @@ def test_5xx_rule_fires_on_a_high_share_and_not_on_a_few(graphite, rules):
 def test_service_down_rule_fires_when_the_process_count_stops(graphite, rules):
     line_port, api = graphite
     rule = rules["turnomatic-service-down"]
-    end = now()
+    end = aligned_now()
     steps = (rule.window + rule.duration) // STEP + 6
     gone = (rule.window + rule.duration) // STEP + 1
     send(line_port, {"collectd.app93.processes-turnomatic.ps_count.processes": [2] * (steps - gone) + [None] * gone,
