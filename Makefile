@@ -15,7 +15,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 
 # Test directories in the order they run: fast service tests first, then the lab,
 # the roles (Molecule), and the fleet end to end.
-TEST_DIRS := tests/app tests/lab tests/balancer tests/load tests/monitoring
+TEST_DIRS := tests/app tests/lab tests/balancer tests/roles tests/load tests/monitoring
 
 .PHONY: help setup up test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault fleet-up
 

@@ -205,10 +205,13 @@ def test_rolling_update_under_load_fails_no_request(client):
     time.sleep(3)
     update = client.playbook("playbooks/rolling_update.yml", log_name="rolling-update")
     report = load.finish()
-    print(json.dumps(report.summary()), f"rolling update {update.seconds:.0f} s")
+    lost = sum(report.missing().values())
+    print(json.dumps(report.summary()), f"rolling update {update.seconds:.0f} s, lost numbers {lost}")
     record_figure("rolling_update_seconds", round(update.seconds))
+    record_figure("rolling_update_failed_requests", report.failed)
+    record_figure("rolling_update_lost_numbers", lost)
     assert update.returncode == 0, f"rolling update failed ({update.log}):\n{update.tail()}"
     assert report.result["seconds"] < 600, "the load stopped at its time limit before the update ended"
-    assert report.failed == 0, report.summary()
     assert report.duplicates() == {}
+    assert report.failed == 0, f"{report.summary()}, lost numbers {lost}"
     assert report.exactly_one_to_n(), f"gaps: {report.missing()}"
