@@ -78,7 +78,7 @@ class Report:
 
     def summary(self):
         return {key: self.result[key] for key in
-                ("requests", "seconds", "ok_per_second", "statuses", "failures", "by_balancer")}
+                ("requests", "seconds", "ok_per_second", "statuses", "failures", "stale_keepalive_retries", "by_balancer")}
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +210,7 @@ def test_rolling_update_under_load_fails_no_request(client):
     record_figure("rolling_update_seconds", round(update.seconds))
     record_figure("rolling_update_failed_requests", report.failed)
     record_figure("rolling_update_lost_numbers", lost)
+    record_figure("rolling_update_stale_keepalive_retries", report.result["stale_keepalive_retries"])
     assert update.returncode == 0, f"rolling update failed ({update.log}):\n{update.tail()}"
     assert report.result["seconds"] < 600, "the load stopped at its time limit before the update ended"
     assert report.duplicates() == {}

@@ -4,7 +4,9 @@ Workers send GET /turno/<id> over keep-alive HTTP/1.1 connections to the
 addresses the service name resolves to, spread over the DNS answers, and keep
 every ticket they receive. At the end one JSON document goes to stdout: the
 tickets per id, the status counts, the failures and which balancer served what.
-Whether the numbers are exactly 1..n is judged by the test, not here.
+Whether the numbers are exactly 1..n is judged by the test, not here. Like a
+browser, a request whose reused keep-alive connection was closed before any byte
+of an answer is sent once more on a new connection; those are counted apart.
 
 The run stops at --requests, or after --max-seconds, or when stdin closes
 (--until-stdin-closes), whichever comes first: the test closes stdin when the
@@ -46,6 +48,7 @@ class Run:
         self.failures = Counter()
         self.by_balancer = Counter()
         self.failure_times = []  # seconds into the run of every failure and non-200 answer
+        self.stale_retries = 0
         self.started = time.monotonic()
 
     def next_request(self):
@@ -58,6 +61,10 @@ class Run:
             number = self.issued
             self.issued += 1
         return f"{self.args.id_prefix}-{number % self.args.ids}"
+
+    def count_stale_retry(self):
+        with self.lock:
+            self.stale_retries += 1
 
     def record(self, address, status=None, ticket=None, ticket_id=None, failure=None):
         with self.lock:
@@ -81,23 +88,35 @@ def resolve(name, port):
 def worker(run):
     args = run.args
     connection = address = None
+    reused = False  # the connection has already carried a response
+    ticket_id = retry_id = None
     while True:
-        ticket_id = run.next_request()
+        ticket_id = retry_id or run.next_request()
+        retry_id = None
         if ticket_id is None:
             break
         try:
             if connection is None:
                 address = resolve(args.name, args.port)
                 connection = http.client.HTTPConnection(address, args.port, timeout=args.timeout)
+                reused = False
             connection.request("GET", f"/turno/{ticket_id}")
             response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as error:
-            run.record(address, failure=type(error).__name__)
-            if connection is not None:
-                connection.close()
+            connection.close()
             connection = None
+            # An idle keep-alive connection the balancer closed (nginx does on a
+            # reload) just as the request went out: nothing of it was read, so a
+            # browser sends it again on a new connection; so do we, once. Were
+            # the guess wrong, the number would be missing and the test would see it.
+            if reused and isinstance(error, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+                run.count_stale_retry()
+                retry_id = ticket_id
+                continue
+            run.record(address, failure=type(error).__name__)
             continue
+        reused = True
         if response.status == 200:
             answer = json.loads(body)
             if answer.get("id") != ticket_id:
@@ -135,6 +154,7 @@ def main():
             "ok_per_second": round(ok / elapsed, 1) if elapsed else 0.0,
             "statuses": dict(run.statuses),
             "failures": dict(run.failures),
+            "stale_keepalive_retries": run.stale_retries,
             "failure_times": run.failure_times,
             "by_balancer": dict(run.by_balancer),
             "tickets": run.tickets,
