@@ -17,7 +17,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # the roles (Molecule), and the fleet end to end.
 TEST_DIRS := tests/app tests/lab tests/balancer tests/roles tests/load tests/monitoring
 
-.PHONY: help setup up test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault fleet-up
+.PHONY: help setup up run test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -34,7 +34,7 @@ $(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tests/l
 	npm ci --silent --prefix tests/load
 	touch $@
 
-up: setup ## bring turnomatic up: the embedded single process on 127.0.0.1:7017
+run: setup ## the embedded single process on 127.0.0.1:7017 (memory store), in the foreground
 	$(BIN)/turnomatic serve
 
 lab-up: setup ## the lab: every inventory host as a systemd-nspawn VM on tmlab0 (docs/lab.md)
@@ -46,7 +46,7 @@ lab-status: setup ## the lab's VMs, bridge and package proxy
 lab-down: setup ## stop every lab VM (inventory and Molecule), the package proxy, remove the bridge
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_action=down
 
-fleet-up: lab-up ## the whole fleet on the lab: site.yml on the lab VMs, then where to reach it
+up: lab-up ## bring turnomatic up: the lab VMs, site.yml on them, then where to reach it
 	$(BIN)/ansible-playbook site.yml
 	@echo "turnomatic is up: http://turnomatic.lab:7017/turno/<id> from the lab's hosts (dns1 answers the name)."
 	@echo "From this machine, through a balancer:"
