@@ -13,9 +13,10 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # npm: Debian's nodejs comes without it (package npm); NodeSource's nodejs brings its own
 # and conflicts with Debian's npm, so npm is installed only where it is missing.
 
-# Test directories in the order they run: fast service tests first, then the lab,
-# the roles (Molecule), and the fleet end to end.
-TEST_DIRS := tests/app tests/lab tests/balancer tests/roles tests/load tests/monitoring
+# Test directories in the order they run: fast loopback suites first, then the lab
+# (which leaves it down and wiped), the roles (Molecule), the fleet end to end on bare
+# VMs, and the suites that reuse the converged fleet (monitoring, load).
+TEST_DIRS := tests/app tests/balancer tests/lab tests/roles tests/fleet tests/monitoring tests/load
 
 .PHONY: help setup up run test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
 
@@ -59,7 +60,7 @@ fault: setup ## one fault on one lab VM: make fault VM=app1 FAULT=kill (docs/lab
 	$(BIN)/ansible-playbook playbooks/fault.yml -e lab_vm=$(VM) -e lab_fault=$(FAULT) -e lab_delay_ms=$(DELAY_MS)
 
 test: setup lint ## run every test
-	$(BIN)/pytest $(TEST_DIRS)
+	$(BIN)/pytest --durations=15 $(TEST_DIRS)
 
 lint: setup ## yamllint and ansible-lint (production profile) over every playbook and role
 	$(BIN)/yamllint --strict .
