@@ -119,6 +119,15 @@ def get(base, path, method="GET", timeout=10, connection=None):
             connection.close()
 
 
+def run_in_threads(worker, threads):
+    """worker(n) for n in 0..threads-1, each in its own thread, all at once; returns when all are done."""
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+
+
 def hammer(base, ids, threads, requests_per_thread, timeout=10):
     """Many threads, each on its own keep-alive connection, cycling over ids.
     Returns the numbers handed out per id and the failed requests (status, body)."""
@@ -142,9 +151,5 @@ def hammer(base, ids, threads, requests_per_thread, timeout=10):
                 failures.append((status, body))
         connection.close()
 
-    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    run_in_threads(worker, threads)
     return numbers, failures

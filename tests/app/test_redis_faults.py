@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 
-from app_helpers import get, wait_for
+from app_helpers import get, run_in_threads, wait_for
 
 
 def test_timed_out_increment_ran_exactly_once(start_service, redis_server, redis_client):
@@ -101,11 +101,7 @@ def run_load(base, ids, threads, seconds):
                 numbers[id].append(body["turno"])
         connection.close()
 
-    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    run_in_threads(worker, threads)
     return numbers, results
 
 
