@@ -2,12 +2,13 @@
 Redis work as turnomatic, with no framework. Not part of the service.
 
 /turno/<id>: the same scripted increment turnomatic runs (turnomatic.store.INCREMENT_SCRIPT).
-/incr/<id>: a plain INCR, to show what the script costs.
+BENCH_GIL_SWITCH_INTERVAL, when set, is the interpreter's GIL switch interval (seconds).
 """
 
 import json
 import logging
 import os
+import sys
 
 import redis
 from redis.backoff import NoBackoff
@@ -22,14 +23,13 @@ client = redis.Redis.from_url(
     os.environ["BENCH_REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
 )
 increment = client.register_script(INCREMENT_SCRIPT)
+if "BENCH_GIL_SWITCH_INTERVAL" in os.environ:
+    sys.setswitchinterval(float(os.environ["BENCH_GIL_SWITCH_INTERVAL"]))
 
 
 def application(environ, start_response):
-    _, kind, id = environ["PATH_INFO"].split("/", 2)
-    if kind == "turno":
-        number = increment(keys=["turno:" + id], args=[MAX_TURNO])
-    else:
-        number = client.incr("turno:" + id)
+    id = environ["PATH_INFO"].removeprefix("/turno/")
+    number = increment(keys=["turno:" + id], args=[MAX_TURNO])
     body = json.dumps({"id": id, "turno": number}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

@@ -2,12 +2,17 @@
 WSGI callable doing the same Redis increment on waitress, in the same run.
 
 Runs wrk (Debian) against each server in turn, alternating, and prints requests/s
-and the ratio turnomatic / bare. Both servers run as one process with waitress's
-4 threads, against one local redis-server. Target: ratio >= 0.90.
+and the ratios. Every server is one process with waitress's 4 threads, against one
+local redis-server. Target: turnomatic >= 0.90 of the bare callable.
 
-A third server, a minimal Flask app with one route doing the same script
-(minimal_flask_app.py), splits the gap: minimal Flask / bare is the most any Flask
-app reaches; turnomatic / minimal Flask is what turnomatic's own code costs.
+Four servers:
+- turnomatic, as `turnomatic serve` runs it (GIL switch interval 0.5 ms);
+- bare: the bare callable on waitress as it comes (Python's 5 ms interval): the target's baseline;
+- bare, same interval: the bare callable with turnomatic's interval, so that
+  turnomatic / it is what Flask and turnomatic's own code cost, nothing else;
+- minimal Flask: one route doing the same script (minimal_flask_app.py), same interval:
+  minimal Flask / bare same interval is the most any Flask app reaches;
+  turnomatic / minimal Flask is what turnomatic's own code costs.
 
 It also prints each server's CPU time per request (from /proc): one process is bound
 by one core (the GIL), so its capacity is 1 / CPU per request, and that ratio stays
@@ -28,6 +33,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from turnomatic.cli import GIL_SWITCH_INTERVAL
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,36 +105,41 @@ def main():
             statsd_sink.bind(("127.0.0.1", 0))
             statsd = "127.0.0.1:%d" % statsd_sink.getsockname()[1]
 
-            app_port, bare_port, flask_port = free_port(), free_port(), free_port()
+            app_port, bare_port, bare_tuned_port, flask_port = free_port(), free_port(), free_port(), free_port()
+            bench_env = {**os.environ, "BENCH_REDIS_URL": redis_url}
+            tuned_env = {**bench_env, "BENCH_GIL_SWITCH_INTERVAL": str(GIL_SWITCH_INTERVAL)}
             python = sys.executable
             app = subprocess.Popen(
                 [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd,
                  "--threads", str(args.app_threads)],
                 stderr=subprocess.DEVNULL,
             )
-            bare = subprocess.Popen(
-                [python, "-m", "waitress", "--listen", f"127.0.0.1:{bare_port}", "--threads", str(args.app_threads),
-                 "bare_app:application"],
-                cwd=HERE, env={**os.environ, "BENCH_REDIS_URL": redis_url}, stderr=subprocess.DEVNULL,
-            )
-            minimal_flask = subprocess.Popen(
-                [python, "-m", "waitress", "--listen", f"127.0.0.1:{flask_port}", "--threads", str(args.app_threads),
-                 "minimal_flask_app:app"],
-                cwd=HERE, env={**os.environ, "BENCH_REDIS_URL": redis_url}, stderr=subprocess.DEVNULL,
-            )
-            processes += [app, bare, minimal_flask]
+
+            def waitress_process(port, app_name, env):
+                return subprocess.Popen(
+                    [python, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", str(args.app_threads),
+                     app_name],
+                    cwd=HERE, env=env, stderr=subprocess.DEVNULL,
+                )
+
+            bare = waitress_process(bare_port, "bare_app:application", bench_env)
+            bare_tuned = waitress_process(bare_tuned_port, "bare_app:application", tuned_env)
+            minimal_flask = waitress_process(flask_port, "minimal_flask_app:app", tuned_env)
+            processes += [app, bare, bare_tuned, minimal_flask]
             targets = {
-                "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app.pid),
-                "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare.pid),
-                "bare INCR": (f"http://127.0.0.1:{bare_port}/incr/bench-incr", bare.pid),
-                "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask.pid),
+                "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app),
+                "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare),
+                "bare same interval": (f"http://127.0.0.1:{bare_tuned_port}/turno/bench-bare-tuned", bare_tuned),
+                "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask),
             }
             wait_until_answers(f"http://127.0.0.1:{app_port}/healthz", app)
-            wait_until_answers(targets["bare"][0], bare)
-            wait_until_answers(targets["minimal Flask"][0], minimal_flask)
+            for name, (url, process) in targets.items():
+                wait_until_answers(url, process)
+            targets = {name: (url, process.pid) for name, (url, process) in targets.items()}
 
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
-                  f"one waitress process ({args.app_threads} threads) each, redis-server on loopback", flush=True)
+                  f"one waitress process ({args.app_threads} threads) each, redis-server on loopback; "
+                  f"turnomatic's GIL switch interval {GIL_SWITCH_INTERVAL * 1000:g} ms", flush=True)
             for url, pid in targets.values():  # warm up
                 wrk(url, 2, args.threads, args.connections, pid)
             rates = {name: [] for name in targets}
@@ -140,21 +152,30 @@ def main():
                 print(f"round {round}: " + ", ".join(
                     f"{name} {rates[name][-1]:.0f} req/s ({costs[name][-1]:.0f} us CPU/req)" for name in targets
                 ), flush=True)
-            rate_ratios = [a / b for a, b in zip(rates["turnomatic"], rates["bare"])]
-            cost_ratios = [b / a for a, b in zip(costs["turnomatic"], costs["bare"])]
+
+            def ratios(name, baseline):
+                """req/s ratio per round, and CPU per request ratio per round (baseline's / name's)."""
+                return ([a / b for a, b in zip(rates[name], rates[baseline])],
+                        [b / a for a, b in zip(costs[name], costs[baseline])])
+
+            def show(label, name, baseline):
+                rate_ratios, cost_ratios = ratios(name, baseline)
+                print(f"{label}\n"
+                      f"  req/s ratio      median {statistics.median(rate_ratios):.3f} "
+                      f"(rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})\n"
+                      f"  CPU/req ratio    median {statistics.median(cost_ratios):.3f} "
+                      f"(rounds {', '.join(f'{r:.3f}' for r in cost_ratios)})")
+
             print("median: " + ", ".join(
                 f"{name} {statistics.median(rates[name]):.0f} req/s ({statistics.median(costs[name]):.0f} us CPU/req)"
                 for name in targets
             ))
-            print(f"turnomatic / bare, same scripted increment (target >= 0.90):\n"
-                  f"  req/s ratio      median {statistics.median(rate_ratios):.3f} "
-                  f"(rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})\n"
-                  f"  CPU/req ratio    median {statistics.median(cost_ratios):.3f} "
-                  f"(rounds {', '.join(f'{r:.3f}' for r in cost_ratios)}) = bare CPU per request / turnomatic's")
-            flask_floor = statistics.median(a / b for a, b in zip(rates["minimal Flask"], rates["bare"]))
-            own_code = statistics.median(a / b for a, b in zip(rates["turnomatic"], rates["minimal Flask"]))
-            print(f"minimal Flask / bare (Flask's own ceiling): req/s ratio median {flask_floor:.3f}\n"
-                  f"turnomatic / minimal Flask (turnomatic's own code): req/s ratio median {own_code:.3f}")
+            show("turnomatic / bare callable on waitress as it comes (target >= 0.90):", "turnomatic", "bare")
+            show("turnomatic / bare with the same GIL interval (what Flask and turnomatic's code cost):",
+                 "turnomatic", "bare same interval")
+            show("minimal Flask / bare with the same GIL interval (the most a Flask app reaches):",
+                 "minimal Flask", "bare same interval")
+            show("turnomatic / minimal Flask (turnomatic's own code):", "turnomatic", "minimal Flask")
         finally:
             for process in processes:
                 process.terminate()

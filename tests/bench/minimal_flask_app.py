@@ -5,6 +5,7 @@ shows what turnomatic's own code costs; it against the bare callable, Flask's fl
 import json
 import logging
 import os
+import sys
 
 import redis
 from flask import Flask, Response
@@ -19,6 +20,7 @@ client = redis.Redis.from_url(
     os.environ["BENCH_REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
 )
 increment = client.register_script(INCREMENT_SCRIPT)
+sys.setswitchinterval(float(os.environ["BENCH_GIL_SWITCH_INTERVAL"]))  # as turnomatic's
 app = Flask(__name__)
 
 
