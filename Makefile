@@ -78,5 +78,5 @@ load: setup ## open-loop load steps against LOAD_TARGET, every ticket checked; r
 load-smoke: setup ## the short, bounded load run CI makes (real redis-server, turnomatic, nginx on loopback)
 	$(BIN)/pytest tests/load
 
-load-lab: setup ## the capacity runs on the converged lab fleet: baseline, one app, Redis +5 ms, overload
+load-lab: setup ## the capacity runs on the lab fleet: 1, 2, 4 app VMs, Redis +5 ms, overload
 	$(BIN)/python tests/load/lab_capacity.py

@@ -1,20 +1,25 @@
 """The capacity runs on the lab fleet, one after the other, each bounded:
 
-  baseline   both balancers, every app VM: the maximum load
-  one-app    app2 drained from both balancers: the maximum load of one app VM
-  redis-rtt  the Redis VM's round trip 5 ms longer (the lab's delay fault)
-  overload   the balancers' total limit set to the maximum found, then 2x that
+  scale-out  the maximum load with 1, 2 and 4 app VMs, the others drained from both
+             balancers; the run with every app VM is the baseline, with unexpected
+             values and counters seeded near the limits during a step
+  redis-rtt  every app VM, the Redis VM's round trip 5 ms longer (the lab's delay fault)
+  overload   the balancers' total limit set to the baseline's maximum, then 2x that
              maximum offered for 20 s: served near the maximum, the rest 429 at once
 
-The app VMs are capped at --app-cpu-percent of a core each (25 by default) while
-the runs last. Every run checks every ticket and records the CPU and throttling
-of every VM per step; each changed setting (CPU cap, drain, delay, limit) is put
-back afterwards, also when a run fails. Reports in tests/output/lab/<run>/, a summary on stdout.
+With --app-vms 4 (the default) app3 and app4 of inventory/lab/scaleout.yml are booted
+and deployed with site.yml first; afterwards site.yml puts the fleet back to the
+lab's own inventory and they are stopped. The app VMs are capped at
+--app-cpu-percent of a core each (25 by default) while the runs last. Every run
+checks every ticket and records the CPU and throttling of every VM per step; each
+changed setting (VMs, CPU cap, drain, delay, limit) is put back afterwards, also when
+a run fails. Reports in tests/output/lab/<run>/, a summary on stdout.
 
-    .venv/bin/python tests/load/lab_capacity.py [--runs baseline,one-app,redis-rtt,overload]
-        [--ladder "--start 50 --step 50 --max-rate 1500 --step-seconds 8"] [--app-cpu-percent 25]
+    .venv/bin/python tests/load/lab_capacity.py [--runs scale-out,redis-rtt,overload]
+        [--app-vms 2|4] [--ladder "--start 50 --step 50 --max-rate 1500 --step-seconds 8"]
+        [--app-cpu-percent 25]
 
-Needs the converged lab fleet (make lab-up, ansible-playbook site.yml).
+Needs the converged lab fleet (make up).
 """
 
 import argparse
@@ -37,12 +42,34 @@ VM_CGROUPS = "/sys/fs/cgroup/cpu/turnomatic-lab"
 OVERLOAD_SECONDS = 20
 
 
-def ansible_playbook(*args: str) -> None:
-    subprocess.run([str(BIN / "ansible-playbook"), "-i", "inventory/lab", *args], cwd=REPO, check=True,
-                   timeout=600, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
+LAB_INVENTORY = ["-i", "inventory/lab"]
+SCALE_OUT_INVENTORY = [*LAB_INVENTORY, "-i", "inventory/lab/scaleout.yml"]
+SITE_TIMEOUT = 30 * 60
 
 
-def render_balancers(**settings) -> None:
+def ansible_playbook(inventory: list[str], *args: str, timeout: int = 600) -> None:
+    subprocess.run([str(BIN / "ansible-playbook"), *inventory, *args], cwd=REPO, check=True,
+                   timeout=timeout, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
+
+
+@contextmanager
+def fleet_with_app_vms(count: int):
+    """(inventory, app VMs) of the fleet with `count` app VMs: 2 is the lab's own; 4
+    adds app3 and app4, which are taken out and stopped afterwards."""
+    if count == 2:
+        yield LAB_INVENTORY, ["app1", "app2"]
+        return
+    try:
+        ansible_playbook(SCALE_OUT_INVENTORY, "playbooks/lab.yml", "-e", "lab_action=up")
+        ansible_playbook(SCALE_OUT_INVENTORY, "site.yml", timeout=SITE_TIMEOUT)
+        yield SCALE_OUT_INVENTORY, ["app1", "app2", "app3", "app4"]
+    finally:
+        ansible_playbook(LAB_INVENTORY, "site.yml", timeout=SITE_TIMEOUT)
+        for vm in ("app3", "app4"):
+            ansible_playbook(LAB_INVENTORY, "playbooks/fault.yml", "-e", f"lab_vm={vm}", "-e", "lab_fault=stop")
+
+
+def render_balancers(inventory: list[str], **settings) -> None:
     """The balancer role's upstream tasks (nginx.conf, tested, reloaded) on every balancer,
     with the lab's settings and these on top."""
     playbook = [{"name": "Balancer settings for a load run", "hosts": "lb", "gather_facts": False,
@@ -50,7 +77,7 @@ def render_balancers(**settings) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yml") as file:
         json.dump(playbook, file)
         file.flush()
-        ansible_playbook(file.name, "-e", json.dumps(settings))
+        ansible_playbook(inventory, file.name, "-e", json.dumps(settings))
 
 
 @contextmanager
@@ -72,33 +99,36 @@ def app_cpu_capped(percent: int):
 
 
 @contextmanager
-def drained(*hosts):
-    render_balancers(balancer_drained_hosts=list(hosts))
+def drained(inventory: list[str], hosts: list[str]):
+    if not hosts:
+        yield
+        return
+    render_balancers(inventory, balancer_drained_hosts=hosts)
     try:
         yield
     finally:
-        render_balancers()
+        render_balancers(inventory)
 
 
 @contextmanager
 def redis_delayed(round_trip_ms: float):
     # The lab's delay applies to each direction: half the round trip each way.
-    ansible_playbook("playbooks/fault.yml", "-e", "lab_vm=redis1", "-e", "lab_fault=delay",
+    ansible_playbook(LAB_INVENTORY, "playbooks/fault.yml", "-e", "lab_vm=redis1", "-e", "lab_fault=delay",
                      "-e", f"lab_delay_ms={round_trip_ms / 2}")
     try:
         yield
     finally:
-        ansible_playbook("playbooks/fault.yml", "-e", "lab_vm=redis1", "-e", "lab_fault=undelay")
+        ansible_playbook(LAB_INVENTORY, "playbooks/fault.yml", "-e", "lab_vm=redis1", "-e", "lab_fault=undelay")
 
 
 @contextmanager
-def total_limit(per_balancer: int):
-    render_balancers(balancer_total_rate_limit=per_balancer,
+def total_limit(inventory: list[str], per_balancer: int):
+    render_balancers(inventory, balancer_total_rate_limit=per_balancer,
                      balancer_total_rate_limit_burst=max(1, per_balancer // 10))
     try:
         yield
     finally:
-        render_balancers()
+        render_balancers(inventory)
 
 
 def ladder(name: str, ladder_args: list[str], extra: list[str] = ()) -> dict:
@@ -113,42 +143,50 @@ def ladder(name: str, ladder_args: list[str], extra: list[str] = ()) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="baseline,one-app,redis-rtt,overload")
+    parser.add_argument("--runs", default="scale-out,redis-rtt,overload")
+    parser.add_argument("--app-vms", type=int, choices=(2, 4), default=4,
+                        help="app VMs of the fleet during the runs (default 4: app3 and app4 added)")
     parser.add_argument("--ladder", default="--start 50 --step 50 --max-rate 1500 --step-seconds 8")
     parser.add_argument("--app-cpu-percent", type=int, default=25,
                         help="each app VM's CPU share during the runs, so that the app tier, not the "
                              "machine's 2 cores, is what saturates (0: leave the lab's own)")
     args = parser.parse_args()
     runs = args.runs.split(",")
-    steps = args.ladder.split()
-    seed = ["--odd", "--seed-ssh", f"root@{REDIS}", "--seed-redis", f"redis://admin@{REDIS}:6379/0",
-            "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin")]
+    unknown = set(runs) - {"scale-out", "redis-rtt", "overload"}
+    if unknown:
+        parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
     results = {}
-    with app_cpu_capped(args.app_cpu_percent):
-        run_all(runs, steps, seed, results)
+    with fleet_with_app_vms(args.app_vms) as (inventory, apps), app_cpu_capped(args.app_cpu_percent):
+        run_all(runs, args.ladder.split(), inventory, apps, results)
     print("\n| run | max load req/s | last step | tickets | violations | report |\n|---|---:|---|---:|---:|---|")
     for name, result in results.items():
         last = result["steps"][-1]
         print(f"| {name} | {result['max_load']} | {last['offered']} offered: {last['achieved']:.0f} served, "
               f"{last['refused_per_s']:.0f} refused per s, p99 {turnoload.fmt(last['p99'])} ms "
               f"| {result['tickets']['tickets']} | {len(result['tickets']['violations'])} | {OUT / name / 'report.md'} |")
+    scale_out = {name: result["max_load"] for name, result in results.items() if name.startswith("apps-")}
+    if scale_out.get("apps-1"):
+        print("\nscale-out, max load over 1 app VM's: " + ", ".join(
+            f"{name} {load / scale_out['apps-1']:.2f}" for name, load in scale_out.items()))
     return max(r["status"] for r in results.values())
 
 
-def run_all(runs: list[str], steps: list[str], seed: list[str], results: dict) -> None:
-    if "baseline" in runs:
-        results["baseline"] = ladder("baseline", steps, seed)
-    if "one-app" in runs:
-        with drained("app2"):
-            results["one-app"] = ladder("one-app", steps)
+def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[str], results: dict) -> None:
+    seed = ["--odd", "--seed-ssh", f"root@{REDIS}", "--seed-redis", f"redis://admin@{REDIS}:6379/0",
+            "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin")]
+    baseline = f"apps-{len(apps)}"
+    if "scale-out" in runs:
+        for count in [n for n in (1, 2, 4) if n < len(apps)] + [len(apps)]:
+            with drained(inventory, apps[count:]):
+                results[f"apps-{count}"] = ladder(f"apps-{count}", steps, seed if count == len(apps) else [])
     if "redis-rtt" in runs:
         with redis_delayed(5):
             results["redis-rtt"] = ladder("redis-rtt", steps)
     if "overload" in runs:
-        maximum = (results.get("baseline") or {}).get("max_load")
+        maximum = (results.get(baseline) or {}).get("max_load")
         if not maximum:
-            raise SystemExit("overload needs the baseline's maximum load: run baseline first")
-        with total_limit(maximum // len(BALANCERS)):
+            raise SystemExit("overload needs the baseline's maximum load: run scale-out first")
+        with total_limit(inventory, maximum // len(BALANCERS)):
             # Many connections, as many clients: the generator's own queue must not hide the refusals.
             results["overload"] = ladder("overload", ["--rates", str(2 * maximum), "--connections", "512",
                                                       "--step-seconds", str(OVERLOAD_SECONDS),
