@@ -6,6 +6,7 @@ the web layer turns each into its documented status.
 """
 
 import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import redis
@@ -20,6 +21,10 @@ MAX_TURNO = 2**53 - 1
 REDIS_SOCKET_TIMEOUT = 1.0
 REDIS_CONNECT_TIMEOUT = 1.0
 REDIS_URL_OPTIONS = {"socket_timeout", "socket_connect_timeout", "max_connections"}
+# After Redis failed to answer, increments are refused at once for this long
+# instead of each holding a thread for the timeouts above: an unreachable Redis
+# would otherwise queue requests past the balancer's timeout.
+REDIS_FAIL_FAST_SECONDS = 0.5
 
 
 class StoreError(Exception):
@@ -99,8 +104,14 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._increment = self.client.register_script(INCREMENT_SCRIPT)
+        # Set by a failed increment; several threads may race here, which at worst
+        # lets a few more increments try Redis.
+        self._failed_until = 0.0
+        self._last_failure = ""
 
     def next_turno(self, id):
+        if time.monotonic() < self._failed_until:
+            raise StoreUnavailable(f"{self._last_failure}; not tried again yet, no increment was sent")
         try:
             return self._increment(keys=["turno:" + id], args=[MAX_TURNO])
         except redis.ResponseError as error:
@@ -112,6 +123,8 @@ class RedisStore:
             # Refused before it ran: out of memory, no permission, read-only replica...
             raise StoreUnavailable(f"redis refused the increment ({message})") from None
         except (redis.ConnectionError, redis.TimeoutError) as error:
+            self._last_failure = f"redis unavailable ({error})"
+            self._failed_until = time.monotonic() + REDIS_FAIL_FAST_SECONDS
             raise StoreUnavailable(describe_redis_error(error)) from None
 
     def ping(self):

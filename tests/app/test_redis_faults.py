@@ -7,6 +7,7 @@ bounded time; the service recovers by itself.
 
 import http.client
 import signal
+import socket
 import threading
 import time
 
@@ -80,6 +81,35 @@ def test_redis_killed_and_restarted_under_load(start_service, redis_server, redi
     # at most one per request in flight at the kill.
     print(f"\n{len(results)} requests, {len(outage)} answered 503, {gaps} numbers lost to the crash (gaps)")
     assert gaps <= 16
+
+
+def test_a_hung_redis_holds_few_requests_for_its_timeout(start_service):
+    """A Redis that accepts connections and never answers (a hung or half-cut host):
+    after one increment timed out, the next ones get 503 at once, saying no increment was
+    sent, instead of each holding a thread for the timeout (which queued requests past the
+    balancer's timeout: 504s, then the balancer marked every app failed: 502s)."""
+    hung_redis = socket.create_server(("127.0.0.1", 0), backlog=128)  # never accepts: the kernel completes connections
+    with hung_redis:
+        port = hung_redis.getsockname()[1]
+        service = start_service("--threads", "8", "--store", f"redis://127.0.0.1:{port}/0?socket_timeout=0.5")
+        status, _, body = get(service.base, "/turno/hung")
+        assert (status, body["error"]) == (503, "store_unavailable")
+
+        answers = []
+        start = time.monotonic()
+        while time.monotonic() - start < 2.0:
+            began = time.monotonic()
+            status, _, body = get(service.base, "/turno/hung")
+            answers.append((status, body["message"], time.monotonic() - began))
+    assert {status for status, _, _ in answers} == {503}
+    fail_fast = [seconds for _, message, seconds in answers if message.endswith("no increment was sent")]
+    waited = len(answers) - len(fail_fast)
+    print(f"\n{len(answers)} requests in 2 s against a hung Redis: {len(fail_fast)} refused at once "
+          f"(slowest {max(fail_fast, default=0):.3f} s), {waited} waited for the timeout")
+    # At most one increment per fail-fast window (0.5 s) tries Redis and waits 0.5 s for it.
+    assert waited <= 3
+    assert len(fail_fast) > 10 * waited
+    assert max(fail_fast) < 0.25
 
 
 def run_load(base, ids, threads, seconds):
