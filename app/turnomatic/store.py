@@ -104,17 +104,18 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._increment = self.client.register_script(INCREMENT_SCRIPT)
-        # Set by a failed increment; several threads may race here, which at worst
-        # lets a few more increments try Redis.
+        # Since Redis last failed to answer: until when increments are refused at once.
         self._failed_until = 0.0
         self._last_failure = ""
+        self._fail_fast_lock = threading.Lock()
 
     def next_turno(self, id):
-        if time.monotonic() < self._failed_until:
-            raise StoreUnavailable(f"{self._last_failure}; not tried again yet, no increment was sent")
+        if self._failed_until:
+            self._refuse_unless_trying_redis()
         try:
-            return self._increment(keys=["turno:" + id], args=[MAX_TURNO])
+            number = self._increment(keys=["turno:" + id], args=[MAX_TURNO])
         except redis.ResponseError as error:
+            self._failed_until = 0.0  # Redis answered
             message = str(error)
             if message.startswith("EXHAUSTED"):
                 raise CounterExhausted(message.removeprefix("EXHAUSTED ")) from None
@@ -126,6 +127,17 @@ class RedisStore:
             self._last_failure = f"redis unavailable ({error})"
             self._failed_until = time.monotonic() + REDIS_FAIL_FAST_SECONDS
             raise StoreUnavailable(describe_redis_error(error)) from None
+        self._failed_until = 0.0
+        return number
+
+    def _refuse_unless_trying_redis(self):
+        """After a failure: refuse at once, but let one request per window try Redis
+        (all threads at once would each wait out the timeout again)."""
+        with self._fail_fast_lock:
+            now = time.monotonic()
+            if now < self._failed_until:
+                raise StoreUnavailable(f"{self._last_failure}; not tried again yet, no increment was sent")
+            self._failed_until = now + REDIS_FAIL_FAST_SECONDS
 
     def ping(self):
         try:

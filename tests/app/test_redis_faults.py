@@ -97,19 +97,25 @@ def test_a_hung_redis_holds_few_requests_for_its_timeout(start_service):
 
         answers = []
         start = time.monotonic()
-        while time.monotonic() - start < 2.0:
-            began = time.monotonic()
-            status, _, body = get(service.base, "/turno/hung")
-            answers.append((status, body["message"], time.monotonic() - began))
+
+        def client(_):
+            connection = http.client.HTTPConnection(service.base, timeout=10)
+            while time.monotonic() - start < 2.0:
+                began = time.monotonic()
+                status, _, body = get(service.base, "/turno/hung", connection=connection)
+                answers.append((status, body["message"], time.monotonic() - began))
+            connection.close()
+
+        run_in_threads(client, 16)
     assert {status for status, _, _ in answers} == {503}
     fail_fast = [seconds for _, message, seconds in answers if message.endswith("no increment was sent")]
     waited = len(answers) - len(fail_fast)
-    print(f"\n{len(answers)} requests in 2 s against a hung Redis: {len(fail_fast)} refused at once "
-          f"(slowest {max(fail_fast, default=0):.3f} s), {waited} waited for the timeout")
-    # At most one increment per fail-fast window (0.5 s) tries Redis and waits 0.5 s for it.
-    assert waited <= 3
+    print(f"\n{len(answers)} requests from 16 clients in 2 s against a hung Redis: {len(fail_fast)} refused at "
+          f"once (slowest {max(fail_fast, default=0):.3f} s), {waited} waited for the timeout")
+    # One request per fail-fast window (0.5 s) tries Redis and waits its 0.5 s timeout,
+    # not every thread whose request arrived as the window closed.
+    assert waited <= 5
     assert len(fail_fast) > 10 * waited
-    assert max(fail_fast) < 0.25
 
 
 def run_load(base, ids, threads, seconds):
