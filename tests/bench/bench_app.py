@@ -132,21 +132,19 @@ def main():
                 "bare same interval": (f"http://127.0.0.1:{bare_tuned_port}/turno/bench-bare-tuned", bare_tuned),
                 "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask),
             }
-            wait_until_answers(f"http://127.0.0.1:{app_port}/healthz", app)
-            for name, (url, process) in targets.items():
+            for url, process in targets.values():
                 wait_until_answers(url, process)
-            targets = {name: (url, process.pid) for name, (url, process) in targets.items()}
 
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
                   f"one waitress process ({args.app_threads} threads) each, redis-server on loopback; "
                   f"turnomatic's GIL switch interval {GIL_SWITCH_INTERVAL * 1000:g} ms", flush=True)
-            for url, pid in targets.values():  # warm up
-                wrk(url, 2, args.threads, args.connections, pid)
+            for url, process in targets.values():  # warm up
+                wrk(url, 2, args.threads, args.connections, process.pid)
             rates = {name: [] for name in targets}
             costs = {name: [] for name in targets}
             for round in range(1, args.rounds + 1):
-                for name, (url, pid) in targets.items():
-                    rate, cost = wrk(url, args.seconds, args.threads, args.connections, pid)
+                for name, (url, process) in targets.items():
+                    rate, cost = wrk(url, args.seconds, args.threads, args.connections, process.pid)
                     rates[name].append(rate)
                     costs[name].append(cost)
                 print(f"round {round}: " + ", ".join(
