@@ -54,11 +54,14 @@ SETUPS = {
 }
 
 
+# The load generator is one client address: the role's per-client limit would refuse it.
+ONE_GENERATOR_UNLIMITED = {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 10000}
+
+
 def overload_node(lo: Processes, redis_url: str, total_limit: int) -> str:
     port = free_port()
     lo.turnomatic(redis_url, processes=2, port=port, host="127.0.0.2", cpu_percent=50)
-    return lo.balancer(port, {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 10000,
-                              "balancer_total_rate_limit": total_limit,
+    return lo.balancer(port, {**ONE_GENERATOR_UNLIMITED, "balancer_total_rate_limit": total_limit,
                               "balancer_total_rate_limit_burst": total_limit // 10}, ("127.0.0.2",))
 
 
@@ -67,7 +70,7 @@ def app_nodes(lo: Processes, redis_url: str, count: int) -> str:
     hosts = tuple(f"127.0.0.{n}" for n in range(2, 2 + count))
     for host in hosts:
         lo.turnomatic(redis_url, processes=2, port=port, host=host, cpu_percent=25)
-    return lo.balancer(port, {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 10000}, hosts)
+    return lo.balancer(port, ONE_GENERATOR_UNLIMITED, hosts)
 
 
 def wrk_throughput(target: str, seconds: int) -> float:
