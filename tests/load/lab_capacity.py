@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import turnoload
@@ -45,27 +45,37 @@ OVERLOAD_SECONDS = 20
 LAB_INVENTORY = ["-i", "inventory/lab"]
 SCALE_OUT_INVENTORY = [*LAB_INVENTORY, "-i", "inventory/lab/scaleout.yml"]
 SITE_TIMEOUT = 30 * 60
+ANSIBLE_ENV = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
 
 
 def ansible_playbook(inventory: list[str], *args: str, timeout: int = 600) -> None:
     subprocess.run([str(BIN / "ansible-playbook"), *inventory, *args], cwd=REPO, check=True,
-                   timeout=timeout, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
+                   timeout=timeout, env=ANSIBLE_ENV)
+
+
+def app_vms(inventory: list[str]) -> list[str]:
+    listing = subprocess.run([str(BIN / "ansible-inventory"), *inventory, "--list"], cwd=REPO, check=True,
+                             capture_output=True, text=True, timeout=120, env=ANSIBLE_ENV)
+    return json.loads(listing.stdout)["app"]["hosts"]
 
 
 @contextmanager
 def fleet_with_app_vms(count: int):
     """(inventory, app VMs) of the fleet with `count` app VMs: 2 is the lab's own; 4
-    adds app3 and app4, which are taken out and stopped afterwards."""
+    adds the app VMs of inventory/lab/scaleout.yml, taken out and stopped afterwards."""
+    lab_apps = app_vms(LAB_INVENTORY)
     if count == 2:
-        yield LAB_INVENTORY, ["app1", "app2"]
+        yield LAB_INVENTORY, lab_apps
         return
+    scale_out_apps = app_vms(SCALE_OUT_INVENTORY)
+    added = [vm for vm in scale_out_apps if vm not in lab_apps]
     try:
         ansible_playbook(SCALE_OUT_INVENTORY, "playbooks/lab.yml", "-e", "lab_action=up")
         ansible_playbook(SCALE_OUT_INVENTORY, "site.yml", timeout=SITE_TIMEOUT)
-        yield SCALE_OUT_INVENTORY, ["app1", "app2", "app3", "app4"]
+        yield SCALE_OUT_INVENTORY, scale_out_apps
     finally:
         ansible_playbook(LAB_INVENTORY, "site.yml", timeout=SITE_TIMEOUT)
-        for vm in ("app3", "app4"):
+        for vm in added:
             ansible_playbook(LAB_INVENTORY, "playbooks/fault.yml", "-e", f"lab_vm={vm}", "-e", "lab_fault=stop")
 
 
@@ -99,11 +109,9 @@ def app_cpu_capped(percent: int):
 
 
 @contextmanager
-def drained(inventory: list[str], hosts: list[str]):
-    if not hosts:
-        yield
-        return
-    render_balancers(inventory, balancer_drained_hosts=hosts)
+def balancers_with(inventory: list[str], **settings):
+    """Every balancer rendered with these settings for a run, with the lab's own after."""
+    render_balancers(inventory, **settings)
     try:
         yield
     finally:
@@ -119,16 +127,6 @@ def redis_delayed(round_trip_ms: float):
         yield
     finally:
         ansible_playbook(LAB_INVENTORY, "playbooks/fault.yml", "-e", "lab_vm=redis1", "-e", "lab_fault=undelay")
-
-
-@contextmanager
-def total_limit(inventory: list[str], per_balancer: int):
-    render_balancers(inventory, balancer_total_rate_limit=per_balancer,
-                     balancer_total_rate_limit_burst=max(1, per_balancer // 10))
-    try:
-        yield
-    finally:
-        render_balancers(inventory)
 
 
 def ladder(name: str, ladder_args: list[str], extra: list[str] = ()) -> dict:
@@ -155,9 +153,8 @@ def main() -> int:
     unknown = set(runs) - {"scale-out", "redis-rtt", "overload"}
     if unknown:
         parser.error(f"unknown runs: {', '.join(sorted(unknown))}")
-    results = {}
     with fleet_with_app_vms(args.app_vms) as (inventory, apps), app_cpu_capped(args.app_cpu_percent):
-        run_all(runs, args.ladder.split(), inventory, apps, results)
+        results = run_all(runs, args.ladder.split(), inventory, apps)
     print("\n| run | max load req/s | last step | tickets | violations | report |\n|---|---:|---|---:|---:|---|")
     for name, result in results.items():
         last = result["steps"][-1]
@@ -171,13 +168,15 @@ def main() -> int:
     return max(r["status"] for r in results.values())
 
 
-def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[str], results: dict) -> None:
+def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[str]) -> dict:
+    results = {}
     seed = ["--odd", "--seed-ssh", f"root@{REDIS}", "--seed-redis", f"redis://admin@{REDIS}:6379/0",
             "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin")]
     baseline = f"apps-{len(apps)}"
     if "scale-out" in runs:
         for count in [n for n in (1, 2, 4) if n < len(apps)] + [len(apps)]:
-            with drained(inventory, apps[count:]):
+            drained = apps[count:]
+            with balancers_with(inventory, balancer_drained_hosts=drained) if drained else nullcontext():
                 results[f"apps-{count}"] = ladder(f"apps-{count}", steps, seed if count == len(apps) else [])
     if "redis-rtt" in runs:
         with redis_delayed(5):
@@ -186,11 +185,14 @@ def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[
         maximum = (results.get(baseline) or {}).get("max_load")
         if not maximum:
             raise SystemExit("overload needs the baseline's maximum load: run scale-out first")
-        with total_limit(inventory, maximum // len(BALANCERS)):
+        per_balancer = maximum // len(BALANCERS)
+        with balancers_with(inventory, balancer_total_rate_limit=per_balancer,
+                            balancer_total_rate_limit_burst=max(1, per_balancer // 10)):
             # Many connections, as many clients: the generator's own queue must not hide the refusals.
             results["overload"] = ladder("overload", ["--rates", str(2 * maximum), "--connections", "512",
                                                       "--step-seconds", str(OVERLOAD_SECONDS),
                                                       "--stop-after-failures", "1"])
+    return results
 
 
 if __name__ == "__main__":
