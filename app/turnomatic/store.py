@@ -21,7 +21,7 @@ MAX_TURNO = 2**53 - 1
 REDIS_SOCKET_TIMEOUT = 1.0
 REDIS_CONNECT_TIMEOUT = 1.0
 REDIS_URL_OPTIONS = {"socket_timeout", "socket_connect_timeout", "max_connections"}
-# After Redis failed to answer, increments are refused at once for this long
+# After Redis did not answer in time, increments are refused at once for this long
 # instead of each holding a thread for the timeouts above: an unreachable Redis
 # would otherwise queue requests past the balancer's timeout.
 REDIS_FAIL_FAST_SECONDS = 0.5
@@ -123,9 +123,13 @@ class RedisStore:
                 raise CorruptCounter(message.removeprefix("CORRUPT ")) from None
             # Refused before it ran: out of memory, no permission, read-only replica...
             raise StoreUnavailable(f"redis refused the increment ({message})") from None
-        except (redis.ConnectionError, redis.TimeoutError) as error:
+        except redis.TimeoutError as error:
             self._last_failure = f"redis unavailable ({error})"
             self._failed_until = time.monotonic() + REDIS_FAIL_FAST_SECONDS
+            raise StoreUnavailable(describe_redis_error(error)) from None
+        except redis.ConnectionError as error:
+            # Refused at once, or a pooled connection Redis has dropped (broken pipe,
+            # reset): no wait to spare, and the next request connects afresh.
             raise StoreUnavailable(describe_redis_error(error)) from None
         self._failed_until = 0.0
         return number

@@ -118,6 +118,22 @@ def test_a_hung_redis_holds_few_requests_for_its_timeout(start_service):
     assert len(fail_fast) > 10 * waited
 
 
+def test_a_refused_connection_opens_no_fail_fast_window(start_service, redis_server):
+    """A refusal costs no wait, and a connection error may only be a pooled connection
+    Redis dropped: every request tries Redis again, none is refused unseen."""
+    service = start_service("--store", redis_server.url)
+    assert get(service.base, "/turno/refused")[0] == 200
+    redis_server.stop()
+    try:
+        for _ in range(3):
+            status, _, body = get(service.base, "/turno/refused")
+            assert (status, body["error"]) == (503, "store_unavailable")
+            assert not body["message"].endswith("no increment was sent"), body
+    finally:
+        redis_server.start()
+    assert get(service.base, "/turno/refused")[2]["turno"] == 2
+
+
 def run_load(base, ids, threads, seconds):
     """Requests for a fixed time from several threads. Returns the numbers per id and,
     per request, (start offset, duration, status)."""
