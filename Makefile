@@ -26,6 +26,7 @@ help: ## list the targets
 setup: $(VENV)/.installed ## install Debian packages, the virtualenv and the collections
 
 $(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tests/load/package-lock.json
+	@[ "$$(id -u)" = 0 ] || { echo "make setup (and every target but run) installs Debian packages: run it as root" >&2; exit 1; }
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
 	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
