@@ -1,5 +1,7 @@
 """turnomatic: GET /turno/<id> answers the next number of that id."""
 
+import os
+
 from flask import Flask
 
 from . import config, metrics, store, web
@@ -9,9 +11,14 @@ def create_app(settings=None):
     """The Flask app. Settings come from the TURNOMATIC_* environment, then `settings`
     (upper-case names: STORE, STATSD, STATSD_PREFIX...)."""
     app = Flask(__name__)
-    app.config.from_mapping({name.upper(): value for name, value in config.from_environ().items()})
-    if settings:
-        app.config.from_mapping(settings)
+    settings = settings or {}
+    # Only the variables of settings not given: `turnomatic serve --port 7017` starts
+    # whatever TURNOMATIC_PORT holds.
+    app.config.from_mapping({
+        setting.name.upper(): setting.from_environ(os.environ)
+        for setting in config.SETTINGS if setting.name.upper() not in settings
+    })
+    app.config.from_mapping(settings)
     # OPTIONS answered by Flask would not be JSON; //turno/x redirected would be a surprise.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.merge_slashes = False

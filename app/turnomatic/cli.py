@@ -21,13 +21,18 @@ log = logging.getLogger("turnomatic")
 GIL_SWITCH_INTERVAL = 0.0005
 
 
+class BadVariable:
+    """The default of an option whose TURNOMATIC_* variable does not parse: refused after
+    parsing, only when the command line does not set the option, so that `--help` and
+    `--port 7017` still work with a bad TURNOMATIC_PORT in the environment."""
+
+    def __init__(self, message):
+        self.message = message
+
+
 def build_parser(environ):
     parser = argparse.ArgumentParser(prog="turnomatic", description="Ticket numbers: GET /turno/<id>.")
-    try:
-        defaults = config.from_environ(environ)
-    except ValueError as error:
-        parser.error(str(error))
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="serve")
     serve_parser = commands.add_parser(
         "serve",
         help="serve the API on waitress",
@@ -39,13 +44,28 @@ def build_parser(environ):
             kind = {"action": argparse.BooleanOptionalAction}
         else:
             kind = {"type": argument_type(setting.parse)}
+        try:
+            default = setting.from_environ(environ)
+        except ValueError as error:
+            default = BadVariable(str(error))
         serve_parser.add_argument(
             setting.option,
-            default=defaults[setting.name],
+            default=default,
             help=f"{setting.help} [{setting.env}, default: {setting.default!r}]",
             **kind,
         )
     return parser
+
+
+def parse_args(argv, environ):
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("a command is required: serve (see turnomatic serve --help)")
+    for value in vars(args).values():
+        if isinstance(value, BadVariable):
+            parser.error(value.message)
+    return args
 
 
 def argument_type(parse):
@@ -61,7 +81,7 @@ def argument_type(parse):
 
 
 def main(argv=None):
-    args = build_parser(os.environ).parse_args(argv)
+    args = parse_args(argv, os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Under load waitress warns "Task queue depth is N" for nearly every request: a
     # flood that costs CPU; the latency metric shows the queueing instead.
@@ -96,7 +116,10 @@ def serve(args):
     server = waitress.create_server(app, sockets=[listener], threads=args.threads, connection_limit=args.connection_limit)
     signal.signal(signal.SIGTERM, stop_accepting_and_finish(listener))
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    server.print_listen("Serving on http://{}:{}")
+    # On stderr with the other log lines, unbuffered: what `make run` and a newcomer wait for.
+    host, port = listener.getsockname()[:2]
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    log.info("serving on %s (try: curl %s/turno/grupo1)", base, base)
     server.run()
     log.info("stopped")
     return 0

@@ -3,20 +3,26 @@
 The command line wins over the environment, the environment over the defaults.
 """
 
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 
+# The parsers say what was expected: Python's own "invalid literal for int()" does not.
 def positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be a whole number of at least 1, not {text!r}") from None
     if value < 1:
         raise ValueError(f"must be at least 1, not {value}")
     return value
 
 
 def port_number(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be a port number 0-65535, not {text!r}") from None
     if not 0 <= value <= 65535:
         raise ValueError(f"must be a port number 0-65535, not {value}")
     return value
@@ -62,6 +68,15 @@ class Setting:
     def option(self):
         return "--" + self.name.replace("_", "-")
 
+    def from_environ(self, environ):
+        """The value of the environment variable, or the default when it is not set."""
+        if self.env not in environ:
+            return self.default
+        try:
+            return self.parse(environ[self.env])
+        except ValueError as error:
+            raise ValueError(f"{self.env}: {error}") from None
+
 
 SETTINGS = (
     Setting("host", "127.0.0.1", str, "listen address"),
@@ -83,17 +98,3 @@ SETTINGS = (
     Setting("statsd", "", statsd_address, "StatsD host:port; empty turns metrics off"),
     Setting("statsd_prefix", "turnomatic", str, "prefix of every metric name"),
 )
-
-
-def from_environ(environ=os.environ):
-    """Every setting: its default, or the value of its environment variable."""
-    values = {}
-    for setting in SETTINGS:
-        if setting.env in environ:
-            try:
-                values[setting.name] = setting.parse(environ[setting.env])
-            except ValueError as error:
-                raise ValueError(f"{setting.env}: {error}") from None
-        else:
-            values[setting.name] = setting.default
-    return values

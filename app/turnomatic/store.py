@@ -170,5 +170,9 @@ def open_store(url):
                 f"unsupported option(s) in the store URL: {', '.join(sorted(unknown))}; "
                 f"supported: {', '.join(sorted(REDIS_URL_OPTIONS))}"
             )
+        # redis-py reads a database that is not a number as database 0, silently.
+        database = parts.path.strip("/")
+        if database and not (database.isascii() and database.isdigit()):
+            raise ValueError(f"the database in the store URL must be a number (redis://host:port/0), not {database!r}")
         return RedisStore(url)
     raise ValueError(f"unknown store URL {url!r}: use memory:// or redis://[user:password@]host:port/db (rediss:// for TLS)")

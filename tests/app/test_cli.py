@@ -44,7 +44,14 @@ def test_command_line_wins_over_the_environment(start_service, redis_server, red
     (["serve", "--store", "memory://somewhere"], {}, "the memory store takes no address"),
     (["serve", "--store", "redis://h:1/0?retry_on_timeout=yes"], {}, "unsupported option(s) in the store URL: retry_on_timeout"),
     (["serve", "--statsd", "nohostport"], {}, "must be host:port"),
-    (["serve"], {"TURNOMATIC_PORT": "seventy"}, "TURNOMATIC_PORT: invalid literal"),
+    (["serve"], {"TURNOMATIC_PORT": "seventy"}, "TURNOMATIC_PORT: must be a port number 0-65535, not 'seventy'"),
+    (["serve", "--port", "abc"], {}, "argument --port: must be a port number 0-65535, not 'abc'"),
+    (["serve", "--port", "70000"], {}, "must be a port number 0-65535, not 70000"),
+    (["serve", "--threads", "four"], {}, "argument --threads: must be a whole number of at least 1, not 'four'"),
+    (["serve"], {"TURNOMATIC_CONNECTION_LIMIT": "lots"}, "TURNOMATIC_CONNECTION_LIMIT: must be a whole number"),
+    (["serve", "--store", "redis://127.0.0.1:1/abc"], {}, "the database in the store URL must be a number"),
+    (["serve", "--store", "redis://127.0.0.1:1/0/1"], {}, "the database in the store URL must be a number"),
+    ([], {}, "a command is required: serve"),
     (["serve"], {"TURNOMATIC_REUSE_PORT": "maybe"}, "TURNOMATIC_REUSE_PORT: must be true or false"),
     (["serve", "--threads", "0"], {}, "must be at least 1"),
 ])
@@ -53,6 +60,26 @@ def test_bad_settings_are_refused_with_a_message(args, env, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert "invalid literal" not in result.stderr
+
+
+def test_help_works_with_a_bad_variable_in_the_environment():
+    result = run("serve", "--help", env={"PATH": "/usr/bin:/bin", "TURNOMATIC_PORT": "seventy"})
+    assert result.returncode == 0, result.stderr
+    assert "TURNOMATIC_PORT" in result.stdout
+
+
+def test_the_command_line_overrides_a_bad_variable(start_service):
+    service = start_service(env={"TURNOMATIC_PORT": "seventy"})  # start_service gives --port
+    assert get(service.base, "/turno/override")[2]["turno"] == 1
+    # The variable that the command line does not override is still refused.
+    result = run("serve", "--port", str(free_port()), env={"PATH": "/usr/bin:/bin", "TURNOMATIC_THREADS": "0"})
+    assert result.returncode == 2 and "TURNOMATIC_THREADS: must be at least 1" in result.stderr
+
+
+def test_it_says_where_it_serves(start_service):
+    service = start_service()
+    assert f"serving on http://{service.base} (try: curl http://{service.base}/turno/grupo1)" in service.log()
 
 
 def test_port_in_use_is_refused_with_a_message():
