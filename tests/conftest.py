@@ -19,7 +19,7 @@ uses the `lab` or `fleet` fixture is marked `lab` even if its module forgot to, 
         fleet.playbook("playbooks/rolling_update.yml")
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -60,7 +60,6 @@ class Fleet:
     lab: Lab
     first_run: PlaybookRun
     second_run: PlaybookRun
-    figures: dict = field(default_factory=dict)
 
     @property
     def hosts(self):
