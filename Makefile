@@ -13,19 +13,20 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # npm: Debian's nodejs comes without it (package npm); NodeSource's nodejs brings its own
 # and conflicts with Debian's npm, so npm is installed only where it is missing.
 
-# Test directories in the order they run: fast loopback suites first, then the lab
-# (which leaves it down and wiped), the roles (Molecule), the fleet end to end on bare
-# VMs, and the suites that reuse the converged fleet (monitoring, load).
-TEST_DIRS := tests/app tests/balancer tests/lab tests/roles tests/fleet tests/monitoring tests/load
+# pytest.ini and tests/conftest.py set what runs and in which order (docs/testing.md):
+# the loopback suites first, then the lab test (which leaves it down and wiped), the
+# roles' Molecule scenarios, the fleet end to end on bare VMs, and the suites that
+# reuse the converged fleet (monitoring, load). `make check` is the loopback part.
+LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
+.PHONY: help setup up run check test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 setup: $(VENV)/.installed ## install Debian packages, the virtualenv and the collections
 
-$(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tests/load/package-lock.json
+$(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tools/load/package-lock.json
 	@[ "$$(id -u)" = 0 ] || { echo "make setup (and every target but run) installs Debian packages: run it as root" >&2; exit 1; }
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -33,7 +34,7 @@ $(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tests/l
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt -e app
 	$(BIN)/ansible-galaxy collection install -r requirements.yml
-	npm ci --silent --prefix tests/load
+	npm ci --silent --prefix tools/load
 	touch $@
 
 # `make run` needs no root and no apt: a virtualenv with the app's own dependencies only
@@ -70,8 +71,11 @@ DELAY_MS ?= 5
 fault: setup ## one fault on one lab VM: make fault VM=app1 FAULT=kill (docs/lab.md)
 	$(BIN)/ansible-playbook playbooks/fault.yml -e lab_vm=$(VM) -e lab_fault=$(FAULT) -e lab_delay_ms=$(DELAY_MS)
 
-test: setup lint ## run every test
-	$(BIN)/pytest --durations=15 $(TEST_DIRS)
+check: setup lint ## lint and every loopback suite: a few minutes, no VM touched
+	$(BIN)/pytest --durations=10 $(LOOPBACK)
+
+test: setup lint ## run every test (takes the lab down and wipes it, then brings it up again)
+	$(BIN)/pytest --durations=15
 
 lint: setup ## yamllint and ansible-lint (production profile) over every playbook and role
 	$(BIN)/yamllint --strict .
@@ -80,16 +84,16 @@ lint: setup ## yamllint and ansible-lint (production profile) over every playboo
 # make bench-app ROUNDS=5 SECONDS=10 (or BENCH_ARGS="--connections 64"); exits 1 when the target is not met
 BENCH_ARGS ?=
 bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis INCR, same run; target >= 0.90
-	$(BIN)/python tests/bench/bench_app.py $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench.bench_app $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
 
 # make load LOAD_TARGET=http://10.70.17.11:7017 LOAD_ARGS="--start 200 --step 200 --max-rate 4000"
 LOAD_TARGET ?= http://127.0.0.1:7017
 LOAD_ARGS ?=
 load: setup ## open-loop load steps against LOAD_TARGET, every ticket checked; report in tests/output/load
-	$(BIN)/python tests/load/turnoload.py --target $(LOAD_TARGET) $(LOAD_ARGS)
+	$(BIN)/python -m tools.load.turnoload --target $(LOAD_TARGET) $(LOAD_ARGS)
 
 load-smoke: setup ## the short, bounded load run CI makes (real redis-server, turnomatic, nginx on loopback)
-	$(BIN)/pytest tests/load
+	$(BIN)/pytest tests/load $(LOOPBACK)
 
 load-lab: setup ## the capacity runs on the lab fleet: 1, 2, 4 app VMs, Redis +5 ms, overload
-	$(BIN)/python tests/load/lab_capacity.py
+	$(BIN)/python -m tools.load.lab_capacity

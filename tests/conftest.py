@@ -1,106 +1,78 @@
-"""Fixtures shared by the suites that run on the lab fleet (tests/fleet, and the
-monitoring and load suites): the lab's VMs up, and the fleet converged by
-site.yml, each done once per pytest session.
+"""The order every run keeps, and the lab fixtures.
+
+Order (pytest_collection_modifyitems): whatever `pytest` is given (nothing: every
+suite, or one file), the tests run in four stages, each keeping its suites'
+documented order (SUITES):
+
+  1. loopback: no marker; real processes on this machine, no VM
+  2. destructive (marker `destructive`): take the lab down and wipe it (tests/lab)
+  3. molecule (marker `molecule`): the roles' scenarios on VMs of their own
+  4. the lab fleet (marker `lab`): the session's `fleet`, converged by site.yml once
+
+so that nothing takes the lab down while a fleet fixture expects it up. A test that
+uses the `lab` or `fleet` fixture is marked `lab` even if its module forgot to, so
+`-m "not lab"` never reaches a VM.
 
     def test_something(fleet):
         fleet.ssh("client1", "getent hosts turnomatic.lab")
-        fleet.address("lb1")                  # "10.70.17.11"
+        fleet.address("lb1")
         fleet.playbook("playbooks/rolling_update.yml")
 """
 
-import os
-import re
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-OUTPUT = REPO / "tests" / "output"
-LAB_INVENTORY = REPO / "inventory" / "lab"
-LAB_SSH_KEY = "/var/lib/turnomatic-lab/ssh/id_ed25519"
-SSH_OPTIONS = [
-    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-    "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
-]
-PLAYBOOK_TIMEOUT = 20 * 60
-RECAP_LINE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.lab import Lab, lab_facts
+
+# The suites in the order they run within a stage (tests/<name>); others follow, by name.
+SUITES = ["layout", "app", "balancer", "lab", "roles", "fleet", "monitoring", "load"]
+LAB_FIXTURES = {"lab", "fleet"}
 
 
-def lab_hosts():
-    """Inventory name → address, from inventory/lab/hosts.yml."""
-    hosts = {}
-
-    def walk(group):
-        for name, variables in (group.get("hosts") or {}).items():
-            hosts[name] = (variables or {}).get("ansible_host")
-        for child in (group.get("children") or {}).values():
-            walk(child or {})
-
-    walk(yaml.safe_load((LAB_INVENTORY / "hosts.yml").read_text())["all"])
-    return hosts
+def stage(item):
+    if item.get_closest_marker("destructive"):
+        return 2
+    if item.get_closest_marker("molecule"):
+        return 3
+    if item.get_closest_marker("lab"):
+        return 4
+    return 1
 
 
-@dataclass
-class PlaybookRun:
-    command: list
-    returncode: int
-    seconds: float
-    output: str
-    log: Path
-
-    @property
-    def recap(self):
-        """Host → {"ok", "changed", "unreachable", "failed"} from the PLAY RECAP."""
-        return {
-            host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, counts)))
-            for host, *counts in RECAP_LINE.findall(self.output)
-        }
-
-    def tail(self, lines=80):
-        return "\n".join(self.output.splitlines()[-lines:])
+def suite_rank(item):
+    parts = item.path.relative_to(item.config.rootpath).parts
+    suite = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+    return (SUITES.index(suite), "") if suite in SUITES else (len(SUITES), suite)
 
 
-def run_playbook(playbook, *args, log_name=None, timeout=PLAYBOOK_TIMEOUT):
-    """ansible-playbook from the repository root; the output is kept in tests/output/."""
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    log = OUTPUT / f"{log_name or Path(playbook).stem}.log"
-    command = [str(BIN / "ansible-playbook"), playbook, *args]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
-               PATH=f"{BIN}:{os.environ['PATH']}")
-    started = time.monotonic()
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    seconds = time.monotonic() - started
-    output = result.stdout + result.stderr
-    log.write_text(output)
-    return PlaybookRun(command, result.returncode, seconds, output, log)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if LAB_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("lab"):
+            item.add_marker(pytest.mark.lab)
+    # A stable sort: within a suite, pytest's own order (files by name, tests as written).
+    items.sort(key=lambda item: (stage(item), suite_rank(item)))
 
 
 @dataclass
 class Fleet:
-    hosts: dict
+    lab: Lab
     first_run: PlaybookRun
     second_run: PlaybookRun
-    figures: dict = field(default_factory=dict)
+
+    @property
+    def hosts(self):
+        return self.lab.hosts
 
     def address(self, host):
-        return self.hosts[host]
+        return self.lab.address(host)
 
     def ssh_command(self, host, command):
-        return ["ssh", "-i", LAB_SSH_KEY, *SSH_OPTIONS, f"root@{self.hosts[host]}", command]
+        return self.lab.ssh_command(host, command)
 
     def ssh(self, host, command, timeout=60, check=True, input=None):
-        """Run a shell command on a lab host; returns the CompletedProcess (text)."""
-        result = subprocess.run(self.ssh_command(host, command), capture_output=True, text=True,
-                                timeout=timeout, input=input)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{host}: {command!r} exited {result.returncode}: {result.stderr.strip()}")
-        return result
+        return self.lab.ssh(host, command, timeout=timeout, check=check, input=input)
 
     def playbook(self, playbook, *args, log_name=None):
         return run_playbook(playbook, *args, log_name=log_name)
@@ -111,7 +83,7 @@ def lab():
     """The lab's VMs and bridge up (idempotent: leaves running VMs as they are)."""
     run = run_playbook("playbooks/lab.yml", "-e", "lab_action=up", log_name="lab-up")
     assert run.returncode == 0, f"lab up failed ({run.log}):\n{run.tail()}"
-    return lab_hosts()
+    return lab_facts()
 
 
 @pytest.fixture(scope="session")

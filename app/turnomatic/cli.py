@@ -17,7 +17,7 @@ log = logging.getLogger("turnomatic")
 # How long a thread may hold the GIL while another waits for it (Python's default:
 # 5 ms). waitress reads and writes sockets in its main thread; with the default it
 # waits for the worker threads running the app, and one process served 0.6-0.7 of
-# the requests/s it serves with 0.5 ms (tests/bench/bench_app.py, side by side).
+# the requests/s it serves with 0.5 ms (tools/bench/bench_app.py, side by side).
 GIL_SWITCH_INTERVAL = 0.0005
 
 

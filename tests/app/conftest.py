@@ -2,7 +2,7 @@
 
 import pytest
 
-from app_helpers import RedisServer, Service
+from tests.support.service import RedisServer, Service
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from app_helpers import get
+from tests.support.service import get
 
 ID_RULE_MESSAGE = "id must be 1 to 64 characters of A-Z a-z 0-9 . _ -, the first a letter or digit"
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from app_helpers import free_port, get
+from tests.support.ports import free_port
+from tests.support.service import get
 
 
 def run(*args, env=None, timeout=30):

@@ -1,10 +1,12 @@
 """Under concurrency, through waitress over real HTTP, per id exactly 1..n: no duplicate, no gap."""
 
-import os
 import subprocess
 import sys
 
-from app_helpers import free_port, hammer
+from tests.support.ports import free_port
+from tests.support.processes import cpu_seconds
+from tests.support.service import hammer
+from tests.support.tickets import TicketLedger
 
 THREADS = 32
 REQUESTS_PER_THREAD = 500
@@ -12,8 +14,10 @@ IDS = ["cola", "caja", "mesa-1", "x.y_z"]
 
 
 def assert_exactly_one_to_n(numbers):
+    ledger = TicketLedger()
     for id, handed_out in numbers.items():
-        assert sorted(handed_out) == list(range(1, len(handed_out) + 1)), f"duplicate or gap for {id}"
+        ledger.add_numbers(id, handed_out)
+    assert ledger.exactly_one_to_n(), ledger.violations()
 
 
 def test_memory_store_under_32_threads(start_service):
@@ -38,18 +42,13 @@ def test_two_processes_sharing_the_port_with_redis(start_service, redis_server, 
     port = free_port()
     first = start_service("--reuse-port", "--store", redis_server.url, port=port)
     second = start_service("--reuse-port", "--store", redis_server.url, port=port)
-    cpu_before = [cpu_seconds(first), cpu_seconds(second)]
+    cpu_before = [cpu_seconds(first.process.pid), cpu_seconds(second.process.pid)]
     numbers, failures = hammer(first.base, IDS, 16, 250)
     assert failures == []
     assert_exactly_one_to_n(numbers)
     # The kernel spread the 16 connections over both processes: both worked.
-    busy = [after - before for after, before in zip([cpu_seconds(first), cpu_seconds(second)], cpu_before)]
+    busy = [after - before for after, before in zip([cpu_seconds(first.process.pid), cpu_seconds(second.process.pid)], cpu_before)]
     assert min(busy) > 0.1, f"CPU seconds per process during the run: {busy}"
-
-
-def cpu_seconds(service):
-    fields = open(f"/proc/{service.process.pid}/stat").read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_memory_store_refuses_reuse_port():

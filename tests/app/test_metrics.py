@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from app_helpers import free_port, get
+from tests.support.ports import free_port
+from tests.support.service import get
 
 
 @pytest.fixture

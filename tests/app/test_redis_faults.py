@@ -11,7 +11,8 @@ import socket
 import threading
 import time
 
-from app_helpers import get, run_in_threads, wait_for
+from tests.support.service import get, run_in_threads
+from tests.support.waiting import wait_for
 
 
 def test_timed_out_increment_ran_exactly_once(start_service, redis_server, redis_client):

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from app_helpers import Service, get, free_port
+from tests.support.ports import free_port
+from tests.support.service import Service, get
 
 MAX_TURNO = 2**53 - 1
 

@@ -11,14 +11,18 @@ import json
 import subprocess
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.support.paths import OUTPUT
+from tests.support.tickets import TicketLedger
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.lab
 CHECKER = Path(__file__).with_name("ticket_checker.py")
 REMOTE_CHECKER = "/root/ticket_checker.py"
-FIGURES = Path(__file__).resolve().parents[1] / "output" / "fleet-figures.json"
+FIGURES = OUTPUT / "fleet-figures.json"
 SERVICE_NAME = "turnomatic.lab"
 CONCURRENCY = 64
 
@@ -57,24 +61,28 @@ class Load:
 
 
 class Report:
+    """The checker's result, its tickets judged by the ticket ledger."""
+
     def __init__(self, result):
         self.result = result
         self.tickets = result["tickets"]
         self.ok = result["statuses"].get("200", 0)
         self.failed = sum(result["failures"].values()) + sum(
             count for status, count in result["statuses"].items() if status != "200")
+        self.ledger = TicketLedger()
+        for ticket_id, numbers in self.tickets.items():
+            self.ledger.add_numbers(ticket_id, numbers)
 
     def duplicates(self):
         """id → numbers received more than once."""
-        return {ticket_id: sorted(n for n, c in Counter(numbers).items() if c > 1)
-                for ticket_id, numbers in self.tickets.items() if len(set(numbers)) != len(numbers)}
+        return self.ledger.duplicates()
 
     def missing(self):
         """id → how many numbers of 1..max were never received (gaps)."""
-        return {ticket_id: max(numbers) - len(set(numbers)) for ticket_id, numbers in self.tickets.items()}
+        return self.ledger.missing()
 
     def exactly_one_to_n(self):
-        return all(sorted(numbers) == list(range(1, len(numbers) + 1)) for numbers in self.tickets.values())
+        return self.ledger.exactly_one_to_n()
 
     def summary(self):
         return {key: self.result[key] for key in
@@ -102,10 +110,8 @@ def wait_until_served_by(fleet, app_host, seconds=120):
     """Until app_host answers /healthz to a balancer again."""
     probe = (f"python3 -c \"import urllib.request; "
              f"urllib.request.urlopen('http://{fleet.address(app_host)}:7017/healthz', timeout=2)\"")
-    deadline = time.monotonic() + seconds
-    while fleet.ssh("lb1", probe, check=False).returncode != 0:
-        assert time.monotonic() < deadline, f"{app_host} did not come back within {seconds} s"
-        time.sleep(2)
+    wait_for(lambda: fleet.ssh("lb1", probe, check=False).returncode == 0, seconds,
+             f"{app_host} answering a balancer again", interval=2)
 
 
 def test_site_yml_converges_and_a_second_run_changes_nothing(fleet):

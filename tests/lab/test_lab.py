@@ -13,23 +13,26 @@ import re
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-STATE_DIR = Path("/var/lib/turnomatic-lab")
-BRIDGE = "tmlab0"
-FAULT_VM, FAULT_ADDRESS = "client1", "10.70.17.61"
-ENV = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
-           PATH=f"{BIN}:{os.environ['PATH']}")
+from tests.support.ansible import ENV as ANSIBLE_ENV
+from tests.support.lab import lab_facts
+from tests.support.paths import BIN, REPO
+
+pytestmark = [pytest.mark.lab, pytest.mark.destructive]
+LAB = lab_facts()
+STATE_DIR = LAB.state_dir
+FAULT_VM = LAB.group("client")[0]
+FAULT_ADDRESS = LAB.address(FAULT_VM)
+# What playbooks/lab/files/lab-vm reads, from the same inventory.
+ENV = dict(ANSIBLE_ENV, LAB_STATE_DIR=str(STATE_DIR))
 
 
 def run(*args, timeout=600, check=True):
-    result = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
     return result
@@ -50,18 +53,13 @@ def recap_changed(output):
     return {host: int(changed) for host, changed in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", output, re.M)}
 
 
-def inventory_hosts():
-    graph = json.loads(run(str(BIN / "ansible-inventory"), "--list").stdout)
-    return sorted(graph["_meta"]["hostvars"])
-
-
 def ansible_ad_hoc(module, args=None, pattern="all"):
     """{host: result} of an ad-hoc module run over SSH; result["ok"] tells success."""
     command = [str(BIN / "ansible"), pattern, "-m", module, "-T", "5"]
     if args:
         command += ["-a", args]
     env = dict(ENV, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    output = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120).stdout
+    output = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120).stdout
     results = json.loads(output)["plays"][0]["tasks"][0]["hosts"]
     for result in results.values():
         result["ok"] = not result.get("unreachable") and not result.get("failed")
@@ -119,11 +117,9 @@ def idle_memory_mib(names):
     return total / 2**20
 
 
-ENV["LAB_STATE_DIR"] = str(STATE_DIR)
-
 
 def test_lab_up_faults_down():
-    hosts = inventory_hosts()
+    hosts = sorted(LAB.hosts)
     assert len(hosts) >= 8
 
     # Bare VMs from the cached image (what roles have installed on them is
@@ -212,7 +208,7 @@ def test_lab_up_faults_down():
 
 def assert_nothing_left():
     assert lab_processes() == []
-    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
+    assert not Path(f"/sys/class/net/{LAB.bridge}").exists()
     leftovers = [path for path in Path("/sys/fs/cgroup/cpu/turnomatic-lab").glob("*/cgroup.procs")
                  if path.read_text().strip()]
     assert leftovers == []

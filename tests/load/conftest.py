@@ -1,10 +1,10 @@
-"""Real components on loopback for the load smoke tests (see loopback.py)."""
+"""Real components on loopback for the load smoke tests (tests/support/processes.py)."""
 
 import shutil
 
 import pytest
 
-from loopback import Processes
+from tests.support.processes import Processes
 
 
 @pytest.fixture

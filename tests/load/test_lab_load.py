@@ -6,20 +6,23 @@ the report (tests/output/load-lab-smoke/); the full runs are in docs/capacity.md
 import json
 from pathlib import Path
 
-import turnoload
+import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import OUTPUT, REPO
+from tools.load import turnoload
+
+pytestmark = pytest.mark.lab
 VM_CGROUPS = Path("/sys/fs/cgroup/cpu/turnomatic-lab")
 
 
 def test_lab_fleet_under_load_keeps_its_numbers(fleet):
-    out = REPO / "tests" / "output" / "load-lab-smoke"
-    redis_host = fleet.address("redis1")
-    targets = ",".join(f"http://{fleet.address(lb)}:7017" for lb in ("lb1", "lb2"))
+    out = OUTPUT / "load-lab-smoke"
+    redis_host = fleet.address(fleet.lab.group("redis")[0])
+    targets = ",".join(f"http://{fleet.address(lb)}:7017" for lb in fleet.lab.group("lb"))
 
     status = turnoload.main([
         "--target", targets, "--rates", "100,200,400", "--step-seconds", "3", "--stop-after-failures", "99",
-        "--odd", "--seed-ssh", f"root@{redis_host}", "--seed-redis", f"redis://admin@{redis_host}:6379/0",
+        "--odd", "--seed-ssh", fleet.lab.group("redis")[0], "--seed-redis", f"redis://admin@{redis_host}:6379/0",
         "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin"),
         *(["--vm-cgroups", str(VM_CGROUPS)] if VM_CGROUPS.is_dir() else []),
         "--label", "lab smoke: both balancers", "--out", str(out),

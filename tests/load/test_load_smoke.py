@@ -5,9 +5,9 @@ import json
 
 import redis
 
-import turnoload
-from loopback import free_port
-from tickets import TicketLedger
+from tests.support.ports import free_port
+from tests.support.tickets import TicketLedger
+from tools.load import turnoload
 
 # Every step runs, whatever the figures: a busy CI machine may miss the SLO.
 SMOKE = ["--step-seconds", "2", "--warmup-seconds", "0.5", "--ids", "8", "--connections", "16",

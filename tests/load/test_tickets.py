@@ -2,7 +2,7 @@
 
 import json
 
-from tickets import MAX_SAFE_INTEGER, TicketLedger
+from tests.support.tickets import MAX_SAFE_INTEGER, TicketLedger
 
 
 def ok(ident, number):

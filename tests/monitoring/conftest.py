@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from monitoring_support import ROLES, alert_rules_source, free_port, render_template, wait_until
+from tests.support.alerting import alert_rules_source
+from tests.support.ansible import render_role_template
+from tests.support.paths import ROLES
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +33,8 @@ def grafana_provisioning(tmp_path_factory):
     for template in templates:
         name = str(template)[: -len(".j2")]
         (out / name).parent.mkdir(parents=True, exist_ok=True)
-        rendered[name] = render_template("grafana", template, out / name, {"grafana_alert_rules": alert_rules_source()})
+        rendered[name] = render_role_template("grafana", template, out / name,
+                                              {"grafana_alert_rules": alert_rules_source()})
     return rendered
 
 
@@ -47,7 +52,7 @@ def loopback_graphite(tmp_path_factory):
     for name in ("whisper", "log", "conf"):
         (base / name).mkdir()
     for conf in ("storage-schemas.conf", "storage-aggregation.conf"):
-        render_template("graphite", f"{conf}.j2", base / "conf" / conf)
+        render_role_template("graphite", f"{conf}.j2", base / "conf" / conf)
     line_port, pickle_port, cache_port, web_port = free_port(), free_port(), free_port(), free_port()
     (base / "conf/carbon.conf").write_text(f"""[cache]
 STORAGE_DIR = {base}/

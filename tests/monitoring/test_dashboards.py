@@ -8,14 +8,14 @@ unions of their literal values (what Grafana reads from JSON).
 """
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARDS = sorted((ROOT / "roles/grafana/files/dashboards").glob("*.json"))
+from tests.support.paths import REPO, ROLES
+
+DASHBOARDS = sorted((ROLES / "grafana/files/dashboards").glob("*.json"))
 # npm installs into a git-ignored directory, at these pinned versions.
-TOOLS_DIR = ROOT / "build/grafana-schema-check"
+TOOLS_DIR = REPO / "build/grafana-schema-check"
 PACKAGES = {"typescript": "7.0.2", "@grafana/schema": "13.2.3"}
 
 PANEL_TYPES = {

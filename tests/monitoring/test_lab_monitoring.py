@@ -20,17 +20,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import alerting
-import provisioning
-from monitoring_support import ROOT, aligned_now as now, wait_until
+from tests.support import alerting, grafana_provisioning as provisioning
+from tests.support.alerting import STEP, aligned_now as now
+from tests.support.paths import OUTPUT as TEST_OUTPUT
+from tests.support.waiting import wait_until
 
-OUTPUT = ROOT / "tests/output/monitoring"
+pytestmark = pytest.mark.lab
+OUTPUT = TEST_OUTPUT / "monitoring"
 MONITORING_HOST = "mon1"
 RULES_PATH = "/etc/grafana/provisioning/alerting/turnomatic-rules.yaml"
 SERVICE_PORT = 7017
 REQUESTS_METRIC = "stats.counters.turnomatic.*.requests.*.count"
 QUIET_TIMEOUT = 240
-STEP = 10
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_provisioning_files_on_the_monitoring_host_have_the_documented_structure
 def test_no_rule_fires_on_an_idle_fleet(fleet, rules, graphite):
     # Earlier suites load and break the fleet: give their traces the time to
     # leave the rules' windows, then nothing may fire.
-    firing = wait_until(lambda: not all_firing(rules, graphite), QUIET_TIMEOUT)
+    firing = wait_until(lambda: not all_firing(rules, graphite), QUIET_TIMEOUT, STEP)
     assert firing, f"firing on the idle fleet after {QUIET_TIMEOUT} s: {all_firing(rules, graphite)}"
 
 
@@ -167,13 +168,13 @@ def test_cpu_rule_fires_for_the_burning_app_vm_and_falls_back(fleet, rules, grap
     burn = 2 * (rule.window + rule.duration) + 60
     burn_cpu(fleet, "app1", burn)
     try:
-        fired = wait_until(lambda: alerting.firing(rule, graphite, now()) & {"app1"}, burn - 20)
+        fired = wait_until(lambda: alerting.firing(rule, graphite, now()) & {"app1"}, burn - 20, STEP)
         busy = alerting.values(rule, graphite, now())
         assert fired, f"{rule.uid} did not fire for app1 in {burn - 20} s of burn: {busy}"
         assert "app2" not in alerting.firing(rule, graphite, now()), f"app2 is idle: {busy}"
     finally:
         fleet.ssh("app1", "pkill -f \"python3 -c while True: pass\"", check=False)
-    calm = wait_until(lambda: "app1" not in alerting.firing(rule, graphite, now()), rule.window + 60)
+    calm = wait_until(lambda: "app1" not in alerting.firing(rule, graphite, now()), rule.window + 60, STEP)
     assert calm, f"{rule.uid} still fires for app1 {rule.window + 60} s after the burn: {alerting.values(rule, graphite, now())}"
 
 
@@ -189,17 +190,18 @@ def test_error_and_down_rules_fire_with_redis_cut_off_and_fall_back(fleet, rules
     try:
         fault(fleet, "redis1", "cut")
         try:
-            fired = wait_until(lambda: alerting.firing(errors, graphite, now()), errors.window + errors.duration + 90)
+            fired = wait_until(lambda: alerting.firing(errors, graphite, now()), errors.window + errors.duration + 90,
+                               STEP)
             assert fired, f"{errors.uid} did not fire: {alerting.values(errors, graphite, now())}, load {load.statuses}"
             assert 503 in load.statuses, load.statuses
             # redis1 stops reporting: its redis-server counts as gone.
             gone = wait_until(lambda: "redis1.processes-redis-server" in alerting.firing(down, graphite, now()),
-                              down.window + down.duration + 60)
+                              down.window + down.duration + 60, STEP)
             assert gone, f"{down.uid} did not fire for redis1: {alerting.values(down, graphite, now())}"
         finally:
             fault(fleet, "redis1", "heal")
         recovered = wait_until(lambda: not alerting.firing(errors, graphite, now())
-                               and not alerting.firing(down, graphite, now()), errors.window + 120)
+                               and not alerting.firing(down, graphite, now()), errors.window + 120, STEP)
         assert recovered, (f"still firing after the heal: {all_firing(rules, graphite)}, "
                            f"{alerting.values(errors, graphite, now())}")
     finally:

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import alerting
-import provisioning
-from monitoring_support import ROLES, alert_rules_source
+from tests.support import alerting, grafana_provisioning as provisioning
+from tests.support.alerting import alert_rules_source
+from tests.support.paths import ROLES
 
 DASHBOARDS = {p.name: p.read_text() for p in (ROLES / "grafana/files/dashboards").glob("*.json")}
 DASHBOARDS_DIR = yaml.safe_load((ROLES / "grafana/defaults/main.yml").read_text())["grafana_dashboards_dir"]

@@ -10,10 +10,9 @@ import socket
 
 import pytest
 
-import alerting
-from monitoring_support import aligned_now, wait_until
-
-STEP = 10
+from tests.support import alerting
+from tests.support.alerting import STEP, aligned_now
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,11 @@ variables against; the defaults are what the role really uses. A variable added
 to one and not the other, or a default changed in one place only, fails here.
 """
 
-from pathlib import Path
-
 import pytest
 import yaml
 
-ROLES = Path(__file__).resolve().parents[2] / "roles"
+from tests.support.paths import ROLES
+
 ROLES_WITH_DEFAULTS = sorted(path.parent.parent.name for path in ROLES.glob("*/defaults/main.yml"))
 
 

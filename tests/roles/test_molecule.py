@@ -10,16 +10,16 @@ tests/output/molecule/<role>.log.
 
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ROLES = REPO / "roles"
-LOGS = REPO / "tests" / "output" / "molecule"
+from tests.support.ansible import ENV
+from tests.support.paths import BIN, OUTPUT, ROLES
+
+pytestmark = pytest.mark.molecule
+LOGS = OUTPUT / "molecule"
 ROLES_WITH_SCENARIO = sorted(path.parents[2].name for path in ROLES.glob("*/molecule/default/molecule.yml"))
 SCENARIO_TIMEOUT = 25 * 60
 PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "3"))
@@ -28,13 +28,12 @@ PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "3"))
 def molecule_test(role):
     """Run the scenario; returns (exit code, seconds, log path)."""
     log = LOGS / f"{role}.log"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
     started = time.monotonic()
     with log.open("w") as output:
         try:
             returncode = subprocess.run(
-                [Path(sys.executable).parent / "molecule", "test"],
-                cwd=ROLES / role, env=env, stdout=output, stderr=subprocess.STDOUT, timeout=SCENARIO_TIMEOUT,
+                [BIN / "molecule", "test"],
+                cwd=ROLES / role, env=ENV, stdout=output, stderr=subprocess.STDOUT, timeout=SCENARIO_TIMEOUT,
             ).returncode
         except subprocess.TimeoutExpired:
             returncode = "timeout"

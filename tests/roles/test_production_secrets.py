@@ -11,14 +11,14 @@ never one left empty for a production run to find out.
 import json
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
+from tests.support.ansible import ENV
+from tests.support.paths import BIN, REPO
+
+ANSIBLE_INVENTORY = BIN / "ansible-inventory"
 SECRET_NAME = re.compile(r".*_(password|secret_key)$")
 SECRETS_IN_URLS = {"turnomatic": ["turnomatic_store"]}
 
@@ -41,7 +41,7 @@ def plays_with_secrets():
 def production():
     listing = subprocess.run(
         [ANSIBLE_INVENTORY, "-i", "inventory/production", "--list"],
-        cwd=REPO, capture_output=True, text=True, check=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=120, env=ENV,
     )
     return json.loads(listing.stdout)
 

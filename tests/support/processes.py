@@ -1,42 +1,29 @@
-"""Real components on loopback, for the smoke tests and the side-by-side comparisons:
+"""Real components on loopback, for the load smoke tests and the side-by-side comparisons:
 redis-server, `turnomatic serve` processes and an nginx balancer in front of them.
-Each is started by a function that registers its process with a `Processes`, which
+Each is started by a method that registers its process with a `Processes`, which
 stops them all (terminate, then kill) when it closes."""
 
-import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-TURNOMATIC = Path(sys.executable).with_name("turnomatic")
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-REPO = Path(__file__).resolve().parents[2]
-BALANCER_ROLE = REPO / "roles" / "balancer"
+from tests.support.ansible import render_balancer_config
+from tests.support.paths import BIN
+from tests.support.ports import free_port
+from tests.support.service import RedisServer
+from tests.support.waiting import wait_until_answers
+
+TURNOMATIC = BIN / "turnomatic"
 # Where CPU-capped processes get their cgroups (cgroup v1, as the lab's VMs).
 CPU_CGROUPS = Path("/sys/fs/cgroup/cpu/turnomatic-load")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_answers(url: str, process: subprocess.Popen, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat counts all its
+    threads, ended ones included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class Processes:
@@ -70,21 +57,9 @@ class Processes:
 
     def redis(self) -> str:
         """A redis-server without persistence; its URL."""
-        import redis
-        port = free_port()
-        self.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", str(self.workdir)])
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return url
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        server = RedisServer(self.workdir / f"redis-{len(self.started)}", appendfsync=None).start()
+        self.started.append(server.process)
+        return server.url
 
     def turnomatic(self, store: str, *options: str, processes: int = 1, port: int = 0,
                    host: str = "127.0.0.1", cpu_percent: int = 0) -> str:
@@ -151,28 +126,9 @@ class Processes:
         workdir = self.workdir / f"balancer-{app_port}"
         workdir.mkdir()
         port, status_port = free_port(), free_port()
-        inventory = {"all": {"children": {
-            "lb": {"hosts": {"lb-loopback": {"ansible_connection": "local",
-                                             "ansible_python_interpreter": sys.executable}}},
-            "app": {"hosts": {f"app-{n}": {"ansible_host": host} for n, host in enumerate(app_hosts, 1)}},
-        }}}
-        playbook = [{"name": "Render the balancer's nginx.conf", "hosts": "lb", "gather_facts": False, "tasks": [
-            {"ansible.builtin.include_vars": {"file": str(BALANCER_ROLE / "defaults" / "main.yml")}},
-            {"ansible.builtin.include_vars": {"file": str(BALANCER_ROLE / "vars" / "main.yml")}},
-            {"ansible.builtin.template": {"src": str(BALANCER_ROLE / "templates" / "nginx.conf.j2"),
-                                          "dest": str(workdir / "nginx.conf")}},
-        ]}]
-        (workdir / "inventory.json").write_text(json.dumps(inventory))
-        (workdir / "render.json").write_text(json.dumps(playbook))
         variables = {"balancer_port": port, "balancer_status_port": status_port,
                      "balancer_app_port": app_port, **role_vars}
-        subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(workdir / "inventory.json"), str(workdir / "render.json"),
-                        "-e", json.dumps(variables)], check=True, capture_output=True,
-                       env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
-        # The role's configuration, with its system paths moved into the work directory.
-        text = (workdir / "nginx.conf").read_text().replace("user www-data;", "")
-        text = text.replace("/run/nginx.pid", str(workdir / "nginx.pid")).replace("/var/log/nginx/", f"{workdir}/")
-        (workdir / "nginx.conf").write_text(text)
+        render_balancer_config(workdir, variables, app_hosts={f"app-{n}": host for n, host in enumerate(app_hosts, 1)})
         process = self.start(["nginx", "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"])
         base = f"http://127.0.0.1:{port}"
         wait_until_answers(base + "/healthz", process)

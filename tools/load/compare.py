@@ -12,10 +12,10 @@ open-loop step mostly measures the neighbours. `--measure ladder` is turnoload's
 maximum load under the SLO (open loop, every ticket checked): the real figure,
 for a quiet machine.
 
-    .venv/bin/python tests/load/compare.py --setups threads --rounds 2
-    .venv/bin/python tests/load/compare.py --setups processes,keepalive
-    .venv/bin/python tests/load/compare.py --setups scaleout
-    .venv/bin/python tests/load/compare.py --setups overload --measure overload --overload-rate 1200
+    .venv/bin/python -m tools.load.compare --setups threads --rounds 2
+    .venv/bin/python -m tools.load.compare --setups processes,keepalive
+    .venv/bin/python -m tools.load.compare --setups scaleout
+    .venv/bin/python -m tools.load.compare --setups overload --measure overload --overload-rate 1200
 """
 
 import argparse
@@ -28,8 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import turnoload
-from loopback import CPU_CGROUPS, Processes, free_port
+from tests.support.ports import free_port
+from tests.support.processes import CPU_CGROUPS, Processes
+from tools.load import turnoload
 
 # name -> (group, how to build the target from a Processes and a Redis URL)
 SETUPS = {

@@ -20,7 +20,7 @@ steadier than req/s when other work shares the machine.
 
 It ends with the target and whether it is met, and exits 1 when it is not.
 
-    make bench-app [ROUNDS=N] [SECONDS=S]   # or: .venv/bin/python tests/bench/bench_app.py [--rounds N --seconds S]
+    make bench-app [ROUNDS=N] [SECONDS=S]   # or: .venv/bin/python -m tools.bench.bench_app [--rounds N --seconds S]
 """
 
 import argparse
@@ -32,40 +32,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
+from tests.support.ports import free_port
+from tests.support.processes import cpu_seconds
+from tests.support.service import RedisServer
+from tests.support.waiting import wait_until_answers
 from turnomatic.cli import GIL_SWITCH_INTERVAL
 
 HERE = Path(__file__).resolve().parent
 # turnomatic's req/s over the bare callable's on waitress as it comes (median of the rounds).
 TARGET = 0.90
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_answers(url, process, deadline=15.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            sys.exit(f"server for {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{url} did not answer within {deadline} s")
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(url, seconds, threads, connections, pid):
@@ -99,13 +76,9 @@ def main():
     processes = []
     with tempfile.TemporaryDirectory(prefix="turnomatic-bench-") as workdir:
         try:
-            redis_port = free_port()
-            processes.append(subprocess.Popen(
-                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", workdir],
-                stdout=subprocess.DEVNULL,
-            ))
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            redis = RedisServer(Path(workdir) / "redis", appendfsync=None).start()
+            processes.append(redis.process)
+            redis_url = redis.url
             # A UDP socket for the metrics, never read: sending costs what it costs on a fleet.
             statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             statsd_sink.bind(("127.0.0.1", 0))

@@ -6,30 +6,18 @@ BENCH_GIL_SWITCH_INTERVAL, when set, is the interpreter's GIL switch interval (s
 """
 
 import json
-import logging
 import os
 import sys
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from bench_store import increment
 
-from turnomatic.store import INCREMENT_SCRIPT, MAX_TURNO
-
-# As turnomatic does: no "Task queue depth" warning per request under load.
-logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-
-client = redis.Redis.from_url(
-    os.environ["BENCH_REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-)
-increment = client.register_script(INCREMENT_SCRIPT)
 if "BENCH_GIL_SWITCH_INTERVAL" in os.environ:
     sys.setswitchinterval(float(os.environ["BENCH_GIL_SWITCH_INTERVAL"]))
 
 
 def application(environ, start_response):
     id = environ["PATH_INFO"].removeprefix("/turno/")
-    number = increment(keys=["turno:" + id], args=[MAX_TURNO])
+    number = increment(id)
     body = json.dumps({"id": id, "turno": number}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

@@ -7,23 +7,20 @@ step and VM this gives the CPU used (its processes' user+system time from /proc,
 VM: a VM throttled in most periods is at its CPU limit.
 """
 
-import os
 from pathlib import Path
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from tests.support.processes import cpu_seconds
 
 
 def _cpu_seconds(cgroup: Path) -> float:
-    """User+system time of the cgroup's processes (/proc/<pid>/stat counts all of a
-    process's threads, ended ones included)."""
-    total = 0
+    """User+system time of the cgroup's processes."""
+    total = 0.0
     for pid in (cgroup / "cgroup.procs").read_text().split():
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += cpu_seconds(int(pid))
         except (FileNotFoundError, ProcessLookupError):
             continue  # ended since the list was read
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+    return total
 
 
 def _throttle(cgroup: Path) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The ticket ledger: checks that per id the numbers handed out are exactly 1..n.
+"""The ticket ledger: checks that per id the numbers handed out are exactly 1..n
+(the load runs, the fleet tests, the service's concurrency tests).
 
 Every response of a load run goes through `TicketLedger.add`. A 200 must carry
 `{"id": <the id asked for>, "turno": N}` with 1 <= N <= 2^53-1. Per id, a number
@@ -38,6 +39,8 @@ class IdVerdict:
 
 @dataclass
 class TicketLedger:
+    """The one ticket checker of the suites and tools."""
+
     numbers: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     unknown: Counter = field(default_factory=Counter)
     malformed: list[str] = field(default_factory=list)
@@ -51,6 +54,12 @@ class TicketLedger:
                 self.numbers[ident].append(number)
         elif status == 0 or status >= 500:
             self.unknown[ident] += 1
+
+    def add_numbers(self, ident: str, numbers: list[int], unknown_outcomes: int = 0) -> None:
+        """Take the numbers a client already parsed for one id, and how many of its
+        requests ended without a usable answer."""
+        self.numbers[ident].extend(numbers)
+        self.unknown[ident] += unknown_outcomes
 
     def _ticket(self, ident: str, body: str) -> int | None:
         try:
@@ -80,6 +89,18 @@ class TicketLedger:
                 unknown_outcomes=self.unknown[ident],
             ))
         return result
+
+    def duplicates(self) -> dict[str, list[int]]:
+        """id → the numbers handed out more than once."""
+        return {v.id: v.duplicates for v in self.verdicts() if v.duplicates}
+
+    def missing(self) -> dict[str, int]:
+        """id → how many numbers below its highest were never seen (gaps)."""
+        return {v.id: v.missing for v in self.verdicts()}
+
+    def exactly_one_to_n(self) -> bool:
+        """Per id the numbers seen are exactly 1..n: no duplicate, no gap, nothing malformed."""
+        return not self.malformed and all(not v.duplicates and not v.missing for v in self.verdicts())
 
     def violations(self) -> list[str]:
         found = list(self.malformed)

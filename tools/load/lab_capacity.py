@@ -15,7 +15,7 @@ checks every ticket and records the CPU and throttling of every VM per step; eac
 changed setting (VMs, CPU cap, drain, delay, limit) is put back afterwards, also when
 a run fails. Reports in tests/output/lab/<run>/, a summary on stdout.
 
-    .venv/bin/python tests/load/lab_capacity.py [--runs scale-out,redis-rtt,overload]
+    .venv/bin/python -m tools.load.lab_capacity [--runs scale-out,redis-rtt,overload]
         [--app-vms 2|4] [--ladder "--start 50 --step 50 --max-rate 1500 --step-seconds 8"]
         [--app-cpu-percent 25]
 
@@ -24,39 +24,39 @@ Needs the converged lab fleet (make up).
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import turnoload
+from tests.support.ansible import ENV
+from tests.support.lab import LAB_INVENTORY as LAB, SCALE_OUT_INVENTORY as SCALE_OUT, lab_facts
+from tests.support.paths import BIN, OUTPUT, REPO
+from tools.load import turnoload
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-OUT = REPO / "tests" / "output" / "lab"
-BALANCERS = ["10.70.17.11", "10.70.17.12"]
-REDIS = "10.70.17.31"
+OUT = OUTPUT / "lab"
 VM_CGROUPS = "/sys/fs/cgroup/cpu/turnomatic-lab"
 OVERLOAD_SECONDS = 20
 
 
-LAB_INVENTORY = ["-i", "inventory/lab"]
-SCALE_OUT_INVENTORY = [*LAB_INVENTORY, "-i", "inventory/lab/scaleout.yml"]
+LAB_INVENTORY = ["-i", str(LAB)]
+SCALE_OUT_INVENTORY = [*LAB_INVENTORY, "-i", str(SCALE_OUT)]
 SITE_TIMEOUT = 30 * 60
-ANSIBLE_ENV = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
 
 
 def ansible_playbook(inventory: list[str], *args: str, timeout: int = 600) -> None:
     subprocess.run([str(BIN / "ansible-playbook"), *inventory, *args], cwd=REPO, check=True,
-                   timeout=timeout, env=ANSIBLE_ENV)
+                   timeout=timeout, env=ENV)
 
 
 def app_vms(inventory: list[str]) -> list[str]:
-    listing = subprocess.run([str(BIN / "ansible-inventory"), *inventory, "--list"], cwd=REPO, check=True,
-                             capture_output=True, text=True, timeout=120, env=ANSIBLE_ENV)
-    return json.loads(listing.stdout)["app"]["hosts"]
+    return lab_facts(*(Path(source) for source in inventory[1::2])).group("app")
+
+
+def balancers() -> list[str]:
+    lab = lab_facts()
+    return [lab.address(host) for host in lab.group("lb")]
 
 
 @contextmanager
@@ -131,7 +131,7 @@ def redis_delayed(round_trip_ms: float):
 
 def ladder(name: str, ladder_args: list[str], extra: list[str] = ()) -> dict:
     out = OUT / name
-    status = turnoload.main(["--target", ",".join(f"http://{b}:7017" for b in BALANCERS),
+    status = turnoload.main(["--target", ",".join(f"http://{b}:7017" for b in balancers()),
                              "--vm-cgroups", VM_CGROUPS, "--label", f"lab: {name}", "--out", str(out),
                              *ladder_args, *extra])
     result = json.loads((out / "steps.json").read_text())
@@ -170,7 +170,9 @@ def main() -> int:
 
 def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[str]) -> dict:
     results = {}
-    seed = ["--odd", "--seed-ssh", f"root@{REDIS}", "--seed-redis", f"redis://admin@{REDIS}:6379/0",
+    lab = lab_facts()
+    redis_host = lab.group("redis")[0]
+    seed = ["--odd", "--seed-ssh", redis_host, "--seed-redis", f"redis://admin@{lab.address(redis_host)}:6379/0",
             "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin")]
     baseline = f"apps-{len(apps)}"
     if "scale-out" in runs:
@@ -185,7 +187,7 @@ def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[
         maximum = (results.get(baseline) or {}).get("max_load")
         if not maximum:
             raise SystemExit("overload needs the baseline's maximum load: run scale-out first")
-        per_balancer = maximum // len(BALANCERS)
+        per_balancer = maximum // len(balancers())
         with balancers_with(inventory, balancer_total_rate_limit=per_balancer,
                             balancer_total_rate_limit_burst=max(1, per_balancer // 10)):
             # Many connections, as many clients: the generator's own queue must not hide the refusals.

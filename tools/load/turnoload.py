@@ -8,7 +8,7 @@ Maximum load = the highest offered rate whose step served at least 98 % of it
 (200s per second), with no error of any kind and p99 latency, measured from
 when each request was due, under the SLO.
 
-    python tests/load/turnoload.py --target http://127.0.0.1:7017 \
+    .venv/bin/python -m tools.load.turnoload --target http://127.0.0.1:7017 \
         --start 200 --step 200 --max-rate 3000 --step-seconds 10 --out tests/output/load
 
 Exit status: 0 when every ticket and every unexpected-value answer checked out,
@@ -30,9 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import vmcpu
-from odd_requests import run_odd_requests
-from tickets import TicketLedger
+from tests.support.lab import lab_facts
+from tests.support.tickets import TicketLedger
+from tools.load import vmcpu
+from tools.load.odd_requests import run_odd_requests
 
 HERE = Path(__file__).resolve().parent
 GENERATOR = HERE / "generate.mjs"
@@ -230,7 +231,8 @@ def plot(steps: list[dict], max_load: int | None, slo_ms: float, title: str, pat
 def redis_seeder(args):
     """seed(key, value) on the target's Redis, or None without --seed-redis. The URL is as
     seen from --seed-ssh (a host that may reach Redis, such as the Redis host itself)
-    when given, else from here; the password comes from the URL or --seed-password-file."""
+    when given (a lab host: SSH as the lab's inventory says), else from here; the password
+    comes from the URL or --seed-password-file."""
     if not args.seed_redis:
         return None
     url = urlsplit(args.seed_redis)
@@ -248,9 +250,7 @@ def redis_seeder(args):
         remote = (f"read -r auth; REDISCLI_AUTH=\"$auth\" redis-cli --no-auth-warning "
                   f"-h {url.hostname} -p {url.port or 6379} -n {url.path[1:] or 0} "
                   + (f"--user {url.username} " if url.username else "") + f"SET {key} {value}")
-        subprocess.run(["ssh", "-i", args.ssh_key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", args.seed_ssh, remote],
-                       input=password + "\n", text=True, check=True, timeout=30, capture_output=True)
+        lab_facts().ssh(args.seed_ssh, remote, input=password + "\n", timeout=30)
     return seed
 
 
@@ -294,10 +294,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed-redis", metavar="URL",
                         help="with --odd: the target's Redis (redis://user@host:port/db), to seed counters next to 2^53-1")
     parser.add_argument("--seed-password-file", metavar="FILE", help="the password for --seed-redis")
-    parser.add_argument("--seed-ssh", metavar="USER@HOST",
-                        help="seed through redis-cli on this host (the Redis host in the lab: only app hosts reach its port)")
-    parser.add_argument("--ssh-key", default="/var/lib/turnomatic-lab/ssh/id_ed25519",
-                        help="key for --seed-ssh (default: the lab's)")
+    parser.add_argument("--seed-ssh", metavar="LAB_HOST",
+                        help="seed through redis-cli on this lab host, by its inventory name (the Redis host: "
+                             "only app hosts reach its port)")
     parser.add_argument("--vm-cgroups", type=Path, metavar="DIR",
                         help="cgroup v1 cpu directory of the lab's VMs (/sys/fs/cgroup/cpu/turnomatic-lab): "
                              "CPU and throttling per VM and step, to tell what saturates")

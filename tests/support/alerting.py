@@ -10,11 +10,14 @@ Nothing here knows a rule's query or threshold but the file.
 import json
 import math
 import re
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
 import yaml
+
+from tests.support.paths import ROLES
 
 REDUCERS = {
     "mean": lambda values: sum(values) / len(values),
@@ -25,6 +28,18 @@ REDUCERS = {
 }
 OPERATORS = {"gt": lambda value, limit: value > limit, "lt": lambda value, limit: value < limit}
 NO_DATA = "no data"
+# StatsD and collectd store a point every 10 s.
+STEP = 10
+
+
+def aligned_now(step=STEP):
+    """Now, on the 10 s boundary StatsD's and collectd's points are stored at."""
+    return int(time.time()) // step * step
+
+
+def alert_rules_source():
+    """The rules' source of truth, from which the grafana role renders its rule file."""
+    return yaml.safe_load((ROLES / "grafana/files/alert-rules.yml").read_text())["rules"]
 
 
 def seconds(duration):

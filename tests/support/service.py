@@ -1,55 +1,42 @@
-"""Helpers for the service tests: a real redis-server, real turnomatic processes, HTTP.
-
-A module of its own, not conftest.py, so that test modules import it by a name that
-no other test directory uses (several conftest.py are on sys.path in one run).
-"""
+"""A real redis-server, real turnomatic processes, and HTTP against them."""
 
 import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import redis
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 
 class RedisServer:
-    """A redis-server on a free loopback port. AOF with appendfsync always: every
-    acknowledged increment is on disk, so a kill and restart loses nothing."""
+    """A redis-server on a free loopback port, its data and log in `directory`. By default
+    AOF with appendfsync always: every acknowledged increment is on disk, so a kill and
+    restart loses nothing; appendfsync=None runs it without persistence (load, benchmarks)."""
 
-    def __init__(self, directory):
-        self.directory = directory
+    def __init__(self, directory, appendfsync="always"):
+        self.directory = Path(directory)
+        self.appendfsync = appendfsync
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = None
 
     def start(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        persistence = (["--appendonly", "yes", "--appendfsync", self.appendfsync] if self.appendfsync
+                       else ["--appendonly", "no"])
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log",
-             "--enable-debug-command", "local"],
+             *persistence, "--save", "", "--logfile", "redis.log", "--enable-debug-command", "local"],
         )
         wait_for(self.answers, 10, f"redis-server on port {self.port} answering")
+        return self
 
     def answers(self):
         try:

@@ -3,28 +3,17 @@ route, the same Redis script, no validation, errors or metrics). turnomatic agai
 shows what turnomatic's own code costs; it against the bare callable, Flask's floor."""
 
 import json
-import logging
 import os
 import sys
 
-import redis
+from bench_store import increment
 from flask import Flask, Response
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from turnomatic.store import INCREMENT_SCRIPT, MAX_TURNO
-
-logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-
-client = redis.Redis.from_url(
-    os.environ["BENCH_REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-)
-increment = client.register_script(INCREMENT_SCRIPT)
 sys.setswitchinterval(float(os.environ["BENCH_GIL_SWITCH_INTERVAL"]))  # as turnomatic's
 app = Flask(__name__)
 
 
 @app.get("/turno/<id>")
 def turno(id):
-    number = increment(keys=["turno:" + id], args=[MAX_TURNO])
+    number = increment(id)
     return Response(json.dumps({"id": id, "turno": number}), content_type="application/json")

@@ -5,39 +5,16 @@ their data in directories on the same disk (the lab VMs' disks are directories
 of this machine too). Rounds alternate between them so that both see the same
 background noise; the script prints each round, the medians and the ratio.
 
-    .venv/bin/python tests/bench/bench_redis_fsync.py [--requests N] [--clients C] [--rounds R]
+    .venv/bin/python -m tools.bench.bench_redis_fsync [--requests N] [--clients C] [--rounds R]
 """
 
 import argparse
-import socket
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_redis(policy, workdir):
-    port = free_port()
-    datadir = Path(workdir) / policy
-    datadir.mkdir()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(datadir), "--save", "",
-         "--appendonly", "yes", "--appendfsync", policy, "--logfile", str(datadir / "redis.log")],
-    )
-    deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
-        if time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit(f"redis-server ({policy}) did not start on port {port}")
-        time.sleep(0.1)
-    return process, port
+from tests.support.service import RedisServer
 
 
 def incr_rate(port, requests, clients):
@@ -59,17 +36,16 @@ def main():
     policies = ["always", "everysec"]
     rates = {policy: [] for policy in policies}
     with tempfile.TemporaryDirectory(prefix="bench-redis-fsync-") as workdir:
-        servers = {policy: start_redis(policy, workdir) for policy in policies}
+        servers = {policy: RedisServer(Path(workdir) / policy, appendfsync=policy).start() for policy in policies}
         try:
             for round_number in range(1, args.rounds + 1):
                 for policy in policies:
-                    rate = incr_rate(servers[policy][1], args.requests, args.clients)
+                    rate = incr_rate(servers[policy].port, args.requests, args.clients)
                     rates[policy].append(rate)
                     print(f"round {round_number}  appendfsync {policy:8}  {rate:10.0f} INCR/s", flush=True)
         finally:
-            for process, _ in servers.values():
-                process.terminate()
-                process.wait(timeout=10)
+            for server in servers.values():
+                server.stop()
     medians = {policy: statistics.median(values) for policy, values in rates.items()}
     print(f"\nINCR/s, median of {args.rounds} rounds, {args.requests} requests, {args.clients} clients:")
     for policy in policies:
