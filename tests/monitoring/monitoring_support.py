@@ -15,8 +15,10 @@ ANSIBLE = Path(sys.executable).parent / "ansible"
 
 
 def render_template(role, template, destination, extra_vars=None):
-    """Render one of a role's templates with its defaults, with ansible's template module."""
+    """Render one of a role's templates with its defaults and vars, with ansible's template module."""
     variables = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
+    if (ROLES / role / "vars/main.yml").is_file():
+        variables.update(yaml.safe_load((ROLES / role / "vars/main.yml").read_text()))
     variables.update(extra_vars or {})
     variables["role_path"] = str(ROLES / role)
     subprocess.run(
