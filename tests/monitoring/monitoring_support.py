@@ -1,9 +1,11 @@
 """Helpers of the monitoring tests: rendering the roles' templates, waiting."""
+import functools
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +31,12 @@ def render_template(role, template, destination, extra_vars=None):
     return Path(destination)
 
 
+@functools.cache
 def alert_rules_source():
-    return yaml.safe_load((ROLES / "grafana/files/alert-rules.yml").read_text())["rules"]
+    """The rules' source of truth, read as the grafana role reads it: a template, with the role's defaults."""
+    with tempfile.TemporaryDirectory() as out:
+        rendered = render_template("grafana", ROLES / "grafana/files/alert-rules.yml", Path(out) / "alert-rules.yml")
+        return yaml.safe_load(rendered.read_text())["rules"]
 
 
 def free_port():
