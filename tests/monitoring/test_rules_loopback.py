@@ -148,12 +148,15 @@ def test_host_silent_rule_fires_for_a_host_that_stopped_reporting(graphite, rule
                      # The last point missing is the usual state (the current 10 s not yet written).
                      f"collectd.ns95.{load}": [0.5] * (steps - 1) + [None],
                      # Silent for less than the window and the duration: a restart, not an alert.
-                     f"collectd.app95.{load}": [0.5] * (steps - gone + 2) + [None] * (gone - 3) + [0.5]}, end)
+                     f"collectd.app95.{load}": [0.5] * (steps - gone + 2) + [None] * (gone - 3) + [0.5],
+                     # Stopped too, but no longer in the inventory the rule is rendered for.
+                     f"collectd.gone95.{load}": [0.5] * (steps - gone) + [None] * gone}, end)
     wait_for_points(api, [f"collectd.lb95.{load}", f"collectd.app95.{load}"], end)
     fired = alerting.firing(rule, api, end)
     assert "lb95" in fired
     assert "ns95" not in fired
     assert "app95" not in fired
+    assert "gone95" not in fired
 
 
 def redis_bytes(size):
