@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Debian packages the control machine needs for the tests, the lab and the benchmarks.
 DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 openssh-client \
 	curl dnsutils rsync nodejs python3-pip python3-venv \
-	graphite-carbon graphite-web gunicorn chromium
+	graphite-carbon graphite-web gunicorn chromium collectd-core
 # npm: Debian's nodejs comes without it (package npm); NodeSource's nodejs brings its own
 # and conflicts with Debian's npm, so npm is installed only where it is missing.
 

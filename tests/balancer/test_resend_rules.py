@@ -25,7 +25,7 @@ import pytest
 from tests.support.ansible import render_balancer_config
 from tests.support.paths import ROLES
 from tests.support.ports import free_port
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for_port
 
 FAKE_APP = ROLES / "balancer" / "molecule" / "default" / "files" / "fake_app.py"
 
@@ -33,15 +33,6 @@ APPS = {"fake-drop": "127.0.0.2", "fake-answer": "127.0.0.3", "fake-refuse": "12
 MODES = {"fake-drop": "drop", "fake-answer": "answer", "fake-hang": "hang"}
 RATE_LIMIT = 20
 RATE_LIMIT_BURST = 20
-
-
-def port_opens(host, port):
-    socket.create_connection((host, port), timeout=0.5).close()
-    return True
-
-
-def wait_for_port(host, port, timeout=10.0):
-    wait_for(lambda: port_opens(host, port), timeout, f"{host}:{port} opening")
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ given; and `-m "not lab and not molecule"` (make check) reaches no VM."""
 
 import subprocess
 
-import pytest
-
 from tests.support.paths import BIN, REPO
 
 pytest_plugins = ["pytester"]
@@ -28,11 +26,11 @@ def first_and_last(ids, prefix):
 def test_the_whole_tree_runs_loopback_then_destructive_then_molecule_then_fleet():
     ids = collected()
     loopback = first_and_last(ids, "tests/app/")[0], first_and_last(ids, "tests/load/test_tickets.py")[1]
-    destructive = first_and_last(ids, "tests/lab/")
+    destructive = first_and_last(ids, "tests/lab/test_lab.py")
     molecule = first_and_last(ids, "tests/roles/test_molecule.py")
     fleet = first_and_last(ids, "tests/fleet/")[0], first_and_last(ids, "tests/load/test_lab_load.py")[1]
     assert loopback[1] < destructive[0] <= destructive[1] < molecule[0] <= molecule[1] < fleet[0] <= fleet[1]
-    assert ids[fleet[0]:] and all(not node.startswith(("tests/app/", "tests/lab/")) for node in ids[fleet[0]:])
+    assert ids[fleet[0]:] and all(not node.startswith(("tests/app/", "tests/lab/test_lab.py")) for node in ids[fleet[0]:])
 
 
 def test_files_given_in_any_order_run_in_the_same_order():
@@ -44,7 +42,7 @@ def test_files_given_in_any_order_run_in_the_same_order():
 def test_make_check_selection_reaches_no_vm():
     ids = collected("-m", "not lab and not molecule")
     assert ids
-    on_vms = [node for node in ids if node.startswith(("tests/lab/", "tests/fleet/", "tests/roles/test_molecule.py",
+    on_vms = [node for node in ids if node.startswith(("tests/lab/test_lab.py", "tests/fleet/", "tests/roles/test_molecule.py",
                                                        "tests/monitoring/test_lab_monitoring.py",
                                                        "tests/load/test_lab_load.py"))]
     assert on_vms == []

@@ -4,9 +4,11 @@
 source of truth (roles/grafana/files/alert-rules.yml), the way the role does;
 `loopback_graphite` runs Debian's carbon-cache and graphite-web on loopback
 with the graphite role's storage schemas, for tests that need a real Graphite
-but not the lab.
+but not the lab; `loopback_graphite_ui` puts nginx with the graphite role's
+configuration in front of it, as on the monitoring host.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,3 +107,35 @@ DATABASES = {{"default": {{"NAME": "{base}/graphite.db", "ENGINE": "django.db.ba
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def loopback_graphite_ui(loopback_graphite, tmp_path_factory):
+    """nginx with the graphite role's configuration in front of loopback_graphite's
+    graphite-web: the static files from Debian's package, the rest proxied; yields its URL."""
+    _, web_url = loopback_graphite
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    base = tmp_path_factory.mktemp("graphite-nginx")
+    port = free_port()
+    conf = render_role_template("graphite", "graphite-nginx.conf.j2", base / "nginx.conf", {
+        "graphite_web_bind_address": "127.0.0.1", "graphite_web_port": port,
+        "graphite_web_gunicorn_port": int(web_url.rsplit(":", 1)[1])})
+    # The host's own pid and log files stay the host's; nothing else differs.
+    text = conf.read_text()
+    for directive, path in (("pid", "nginx.pid"), ("error_log", "error.log warn"), ("access_log", "access.log")):
+        text, count = re.subn(rf"^(\s*){directive} [^;]*;", rf"\g<1>{directive} {base}/{path};", text, flags=re.M)
+        assert count == 1, f"the graphite role's nginx.conf has no single {directive} line"
+    conf.write_text(text)
+    process = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                               stderr=(base / "stderr.log").open("w"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: urllib.request.urlopen(f"{url}/static/js/composer.js", timeout=5).status == 200,
+                          30, 0.2), f"nginx did not serve graphite-web's static files: {(base / 'error.log').read_text() if (base / 'error.log').exists() else ''}"
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)

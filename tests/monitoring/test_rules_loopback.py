@@ -6,12 +6,15 @@ StatsD and collectd use, with timestamps over the last minutes, then evaluates
 the rules exactly as the rendered rule file states them. The lab tests
 (test_lab_monitoring.py) do the same on metrics the fleet really sends.
 """
+import re
 import socket
 
 import pytest
+import yaml
 
 from tests.support import alerting
 from tests.support.alerting import STEP, aligned_now
+from tests.support.paths import ROLES
 from tests.support.waiting import wait_until
 
 
@@ -96,3 +99,87 @@ def test_service_down_rule_fires_when_the_process_count_stops(graphite, rules):
     assert "app93.processes-turnomatic" in fired
     assert "redis93.processes-redis-server" not in fired
     assert "app94.processes-turnomatic" not in fired
+
+
+def past(hours):
+    """A 10 s boundary `hours` ago: each of the rules below reads its own stretch of
+    time, so the fleet-wide sums see only the series written for it."""
+    return aligned_now() - int(hours * 3600)
+
+
+def test_balancer_5xx_rule_counts_5xx_and_not_429(graphite, rules):
+    line_port, api = graphite
+    rule = rules["turnomatic-balancer-5xx-ratio"]
+    rate_limited = rules["turnomatic-balancer-429-ratio"]
+    end = past(2)
+    steps = (rule.window + rule.duration) // STEP + 2
+    half = steps - steps // 2
+    codes = "collectd.lb91.tail-balancer.http_response_codes"
+    # 100 answers/s, 60 of them 429 the whole time; 1 % 5xx, then 20 %.
+    send(line_port, {f"{codes}-all": [100] * steps, f"{codes}-4xx": [60] * steps, f"{codes}-429": [60] * steps,
+                     f"{codes}-5xx": [1] * (steps - half) + [20] * half,
+                     f"{codes}-502": [1] * (steps - half) + [20] * half}, end)
+    wait_for_points(api, [f"{codes}-5xx"], end)
+    assert alerting.firing(rule, api, end)
+    # 60 % of clients refused for their rate is not an error of the service.
+    assert not alerting.firing(rule, api, end - half * STEP)
+    assert alerting.firing(rate_limited, api, end)
+
+
+def test_balancer_429_rule_ignores_a_few_refusals(graphite, rules):
+    line_port, api = graphite
+    rule = rules["turnomatic-balancer-429-ratio"]
+    end = past(2.5)
+    steps = (rule.window + rule.duration) // STEP + 2
+    codes = "collectd.lb92.tail-balancer.http_response_codes"
+    send(line_port, {f"{codes}-all": [100] * steps, f"{codes}-429": [rule.threshold / 2] * steps}, end)
+    wait_for_points(api, [f"{codes}-429"], end)
+    assert not alerting.firing(rule, api, end)
+
+
+def test_host_silent_rule_fires_for_a_host_that_stopped_reporting(graphite, rules):
+    line_port, api = graphite
+    rule = rules["turnomatic-host-silent"]
+    end = past(3)
+    steps = (rule.window + rule.duration) // STEP + 6
+    gone = (rule.window + rule.duration) // STEP + 1
+    load = "load.load.shortterm"
+    send(line_port, {f"collectd.lb95.{load}": [0.5] * (steps - gone) + [None] * gone,
+                     # The last point missing is the usual state (the current 10 s not yet written).
+                     f"collectd.ns95.{load}": [0.5] * (steps - 1) + [None],
+                     # Silent for less than the window and the duration: a restart, not an alert.
+                     f"collectd.app95.{load}": [0.5] * (steps - gone + 2) + [None] * (gone - 3) + [0.5],
+                     # Stopped too, but no longer in the inventory the rule is rendered for.
+                     f"collectd.gone95.{load}": [0.5] * (steps - gone) + [None] * gone}, end)
+    wait_for_points(api, [f"collectd.lb95.{load}", f"collectd.app95.{load}"], end)
+    fired = alerting.firing(rule, api, end)
+    assert "lb95" in fired
+    assert "ns95" not in fired
+    assert "app95" not in fired
+    assert "gone95" not in fired
+
+
+def redis_bytes(size):
+    """Redis's notation for sizes (redis.conf): k, m, g are powers of 1000, kb, mb, gb powers of 1024."""
+    number, unit = re.fullmatch(r"(\d+)([kmg]b?)?", str(size).lower()).groups()
+    return int(number) * {None: 1, "k": 10**3, "kb": 2**10, "m": 10**6, "mb": 2**20, "g": 10**9, "gb": 2**30}[unit]
+
+
+def test_redis_memory_rule_fires_before_the_redis_roles_maxmemory(graphite, rules):
+    line_port, api = graphite
+    rule = rules["turnomatic-redis-memory"]
+    # The limit Redis itself enforces, from the redis role's own default.
+    maxmemory = redis_bytes(yaml.safe_load((ROLES / "redis/defaults/main.yml").read_text())["redis_maxmemory"])
+    assert rule.threshold < 90, "the rule must fire well before maxmemory"
+    end = past(4)
+    steps = (rule.window + rule.duration) // STEP + 2
+    rss = "processes-redis-server.ps_rss"
+    above, below = maxmemory * (rule.threshold + 2) / 100, maxmemory * (rule.threshold - 2) / 100
+    send(line_port, {f"collectd.redis96.{rss}": [above] * steps, f"collectd.redis97.{rss}": [below] * steps,
+                     f"collectd.redis98.{rss}": [below] * (steps - 3) + [above] * 3}, end)
+    wait_for_points(api, [f"collectd.redis96.{rss}", f"collectd.redis98.{rss}"], end)
+    fired = alerting.firing(rule, api, end)
+    assert "redis96" in fired
+    assert "redis97" not in fired
+    # Above the threshold for less than the rule's duration: pending, not firing.
+    assert "redis98" not in fired

@@ -18,3 +18,9 @@ def free_port(*hosts: str) -> int:
         except OSError:
             continue
     raise RuntimeError(f"no port free on all of {', '.join(hosts)}")
+
+
+def port_opens(host: str, port: int) -> bool:
+    """True once something accepts TCP connections on host:port."""
+    socket.create_connection((host, port), timeout=0.5).close()
+    return True

@@ -4,6 +4,8 @@ import subprocess
 import time
 import urllib.request
 
+from tests.support.ports import port_opens
+
 
 def wait_until(check, timeout: float, interval: float):
     """check() every `interval` seconds until it returns something true, for at most
@@ -34,3 +36,8 @@ def wait_until_answers(url: str, process: subprocess.Popen, seconds: float = 15)
             return True
     if not wait_until(answers, seconds, 0.1):
         raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Until host:port accepts connections; fails the test after timeout seconds."""
+    wait_for(lambda: port_opens(host, port), timeout, f"{host}:{port} opening")
