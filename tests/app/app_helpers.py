@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 
+from turnomatic.store import LIBRARY_CODE
+
 
 def free_port():
     with socket.socket() as s:
@@ -37,8 +39,9 @@ class RedisServer:
     """A redis-server on a free loopback port. AOF with appendfsync always: every
     acknowledged increment is on disk, so a kill and restart loses nothing."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, *extra_args):
         self.directory = directory
+        self.extra_args = extra_args
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = None
@@ -47,7 +50,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log",
-             "--enable-debug-command", "local"],
+             "--enable-debug-command", "local", *self.extra_args],
         )
         wait_for(self.answers, 10, f"redis-server on port {self.port} answering")
 
@@ -69,6 +72,10 @@ class RedisServer:
 
     def client(self):
         return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+
+    def load_library(self):
+        """What the redis role does with its admin user: load the app's function library."""
+        self.client().function_load(LIBRARY_CODE, replace=True)
 
 
 class Service:
@@ -153,3 +160,33 @@ def hammer(base, ids, threads, requests_per_thread, timeout=10):
 
     run_in_threads(worker, threads)
     return numbers, failures
+
+
+def received_lines(listener, at_least, within=5.0):
+    """StatsD lines on a UDP listener until at least `at_least` came (the service sends
+    once a second), then one more second and a half for the last packets."""
+    lines = []
+    end = time.monotonic() + within
+    while time.monotonic() < end and len(lines) < at_least:
+        try:
+            lines += listener.recv(65536).decode().splitlines()
+        except socket.timeout:
+            pass
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        try:
+            lines += listener.recv(65536).decode().splitlines()
+        except socket.timeout:
+            pass
+    return lines
+
+
+def counters_from(lines):
+    """StatsD counter lines summed by name."""
+    counters = {}
+    for line in lines:
+        name, _, rest = line.partition(":")
+        value, _, kind = rest.partition("|")
+        if kind == "c":
+            counters[name] = counters.get(name, 0) + int(value)
+    return counters
