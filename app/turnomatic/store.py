@@ -162,6 +162,8 @@ class RedisStore:
         except redis.ResponseError as error:
             if "already exists" in str(error):  # another process loaded it meanwhile
                 return
+            if not isinstance(error, redis.exceptions.NoPermissionError):
+                raise refused(error) from None  # full, read-only...: the load itself is refused
             raise StoreUnavailable(
                 f"the store is not set up: the turnomatic function library is missing; {NOTHING_SENT}",
                 f"FUNCTION LOAD refused ({refused(error).detail}): the redis role loads the library "
