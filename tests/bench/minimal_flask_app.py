@@ -12,19 +12,19 @@ from flask import Flask, Response
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from turnomatic.store import INCREMENT_SCRIPT, MAX_TURNO
+from turnomatic.store import LIBRARY_CODE, MAX_TURNO
 
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 client = redis.Redis.from_url(
     os.environ["BENCH_REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
 )
-increment = client.register_script(INCREMENT_SCRIPT)
+client.function_load(LIBRARY_CODE, replace=True)
 sys.setswitchinterval(float(os.environ["BENCH_GIL_SWITCH_INTERVAL"]))  # as turnomatic's
 app = Flask(__name__)
 
 
 @app.get("/turno/<id>")
 def turno(id):
-    number = increment(keys=["turno:" + id], args=[MAX_TURNO])
+    number = client.fcall("turno_next", 1, "turno:" + id, MAX_TURNO)
     return Response(json.dumps({"id": id, "turno": number}), content_type="application/json")
