@@ -1,5 +1,5 @@
 """StatsD metrics over UDP: requests.<status>, tickets, store.errors, store.maybe_ran,
-requests.client_gone and metrics.dropped (counters), queue.depth (gauge: the deepest
+client_gone and metrics.dropped (counters), queue.depth (gauge: the deepest
 waitress's task queue was in the interval), latency (timer, ms, from the start of the
 app's work to its response headers).
 

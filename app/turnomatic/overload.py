@@ -4,7 +4,7 @@ waitress reads requests in its main thread and queues them for the worker thread
 With channel_request_lookahead it keeps reading a connection whose request waits,
 so it sees a client that went away; it then drops the request without calling the
 app (which also checks, web.client_gone, for the moment after). The requests
-dropped that way are counted in requests.client_gone: each would otherwise have
+dropped that way are counted in client_gone: each would otherwise have
 used up a number that nobody received.
 
 waitress also logs "Task queue depth is N" for every request that finds no idle
@@ -34,7 +34,7 @@ def counting_channel(metrics_buffer):
         def service(self):
             if not self.connected:
                 # waitress drops the waiting request (and any read after it) unserved.
-                metrics_buffer.count("requests.client_gone", len(self.requests))
+                metrics_buffer.count("client_gone", len(self.requests))
             super().service()
 
     return CountingChannel

@@ -27,7 +27,7 @@ def turno(id):
         return bad_id()
     if client_gone():
         # Queued while its client went away: a number now would go to nobody.
-        metrics.count("requests.client_gone")
+        metrics.count("client_gone")
         return current_app.response_class(status=499)
     number = current_app.extensions["store"].next_turno(id)
     metrics.count("tickets")

@@ -1,5 +1,5 @@
 """Requests that waited for a thread while their client went away take no number, and
-are counted (requests.client_gone); the queue depth is a metric, not a log flood."""
+are counted (client_gone); the queue depth is a metric, not a log flood."""
 
 import socket
 import threading
@@ -35,7 +35,7 @@ def test_clients_gone_while_queued_take_no_number(start_service, redis_server, r
     assert redis_client.get("turno:gone") == "1", "requests of clients that had gone took numbers"
     assert get(service.base, "/turno/gone")[2]["turno"] == 2
     counters = counters_from(received_lines(statsd, at_least=1))
-    assert counters["turnomatic.requests.client_gone"] == 20
+    assert counters["turnomatic.client_gone"] == 20
     statsd.close()
 
 
