@@ -9,8 +9,8 @@ import sys
 
 import waitress
 
-from . import config, create_app
-from .store import StoreUnavailable
+from . import config, create_app, overload
+from .store import StoreUnavailable, redacted
 
 log = logging.getLogger("turnomatic")
 
@@ -83,9 +83,6 @@ def argument_type(parse):
 def main(argv=None):
     args = parse_args(argv, os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Under load waitress warns "Task queue depth is N" for nearly every request: a
-    # flood that costs CPU; the latency metric shows the queueing instead.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     sys.exit(serve(args))
 
 
@@ -104,7 +101,7 @@ def serve(args):
         )
         return 2
     try:
-        store.ping()
+        store.check_ready()
     except StoreUnavailable as error:
         log.warning("store not ready yet, /turno answers 503 until it is: %s", error)
     try:
@@ -113,7 +110,14 @@ def serve(args):
         log.error("cannot listen on %s port %d: %s", args.host, args.port, error)
         return 1
     log.info("store %s, %d threads, metrics %s", redacted(args.store), args.threads, args.statsd or "off")
-    server = waitress.create_server(app, sockets=[listener], threads=args.threads, connection_limit=args.connection_limit)
+    server = waitress.create_server(
+        app,
+        sockets=[listener],
+        threads=args.threads,
+        connection_limit=args.connection_limit,
+        channel_request_lookahead=overload.CHANNEL_REQUEST_LOOKAHEAD,
+    )
+    overload.install(server, app.extensions.get("metrics"))
     signal.signal(signal.SIGTERM, stop_accepting_and_finish(listener))
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     # On stderr with the other log lines, unbuffered: what `make run` and a newcomer wait for.
@@ -145,12 +149,3 @@ def listen(host, port, reuse_port):
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     return socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
 
-
-def redacted(url):
-    """The store URL without its password, for the log."""
-    scheme, separator, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.partition(":")[0]
-    return f"{scheme}{separator}{user}:***@{location}"

@@ -95,6 +95,6 @@ SETTINGS = (
         boolean,
         "bind with SO_REUSEPORT so several processes share the port (refused with the memory store)",
     ),
-    Setting("statsd", "", statsd_address, "StatsD host:port; empty turns metrics off"),
+    Setting("statsd", "", statsd_address, "StatsD host:port ([v6-address]:port for IPv6); empty turns metrics off"),
     Setting("statsd_prefix", "turnomatic", str, "prefix of every metric name"),
 )

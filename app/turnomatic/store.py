@@ -1,17 +1,21 @@
 """Counter stores: where the numbers live.
 
 Both stores answer next_turno(id) with the counter of that id after adding one,
-never above MAX_TURNO, and ping() for readiness. Failures are the exceptions below;
+never above MAX_TURNO, and check_ready() for readiness. Failures are the exceptions below;
 the web layer turns each into its documented status.
 """
 
+import logging
 import threading
 import time
+from importlib.resources import files
 from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+log = logging.getLogger(__name__)
 
 # Number.MAX_SAFE_INTEGER: above it a JavaScript client cannot tell numbers apart.
 MAX_TURNO = 2**53 - 1
@@ -40,7 +44,15 @@ class CorruptCounter(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The store did not answer: refused, unreachable or timed out."""
+    """The store did not answer or refused. The message is for the client: whether the
+    increment may have run, never Redis's address; `detail` is for the log only."""
+
+    def __init__(self, message, detail="", may_have_run=False, timed_out=False, what=""):
+        super().__init__(message)
+        self.detail = detail
+        self.may_have_run = may_have_run
+        self.timed_out = timed_out
+        self.what = what  # the message without its outcome
 
 
 class MemoryStore:
@@ -60,37 +72,23 @@ class MemoryStore:
             self.counters[id] = current + 1
             return current + 1
 
-    def ping(self):
+    def check_ready(self):
         pass
 
 
-# One atomic step on the server: INCR, and if the result is out of range undo it
-# with DECR and answer an error, so the counter is left as it was. Lua numbers
-# are doubles: every integer up to 2^53-1 is exact and every larger one compares
-# above the limit, so the check is exact. An INCR error (not an integer, wrong
-# type, 2^63-1 overflow) changes nothing and is mapped to our own error codes.
-INCREMENT_SCRIPT = """
-local n = redis.pcall('INCR', KEYS[1])
-if type(n) == 'table' then
-  if string.find(n.err, 'overflow', 1, true) then
-    return redis.error_reply('EXHAUSTED counter is beyond the maximum')
-  end
-  return redis.error_reply('CORRUPT ' .. n.err)
-end
-if n > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
-  return redis.error_reply('EXHAUSTED counter is at its maximum ' .. ARGV[1])
-end
-if n < 1 then
-  redis.call('DECR', KEYS[1])
-  return redis.error_reply('CORRUPT counter is negative')
-end
-return n
-"""
+# The Redis Function library (turno_next, turno_ready), shared with the redis role,
+# which loads it: app/turnomatic/turnomatic.lua.
+LIBRARY_CODE = files("turnomatic").joinpath("turnomatic.lua").read_text()
+# /readyz's probe key: under turno: (the app user's key pattern) but no counter's,
+# since ids cannot contain ':'. The probe writes nothing to it.
+READY_KEY = "turno::ready"
+
+NOTHING_SENT = "no increment was sent"
+MAYBE_RAN = "the increment may have run"
 
 
 class RedisStore:
-    """Counters in Redis, key turno:<id>, one scripted INCR per ticket."""
+    """Counters in Redis, key turno:<id>, one FCALL turno_next per ticket."""
 
     single_process = False
 
@@ -103,7 +101,9 @@ class RedisStore:
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
         )
-        self._increment = self.client.register_script(INCREMENT_SCRIPT)
+        # For log lines only: an internal address is no business of the public.
+        parts = urlsplit(url)
+        self.address = f"{parts.hostname}:{parts.port or 6379}"
         # Since Redis last failed to answer: until when increments are refused at once.
         self._failed_until = 0.0
         self._last_failure = ""
@@ -112,8 +112,14 @@ class RedisStore:
     def next_turno(self, id):
         if self._failed_until:
             self._refuse_unless_trying_redis()
+        key = "turno:" + id
         try:
-            number = self._increment(keys=["turno:" + id], args=[MAX_TURNO])
+            reply = self._fcall("turno_next", key, MAX_TURNO)
+        except StoreUnavailable as error:
+            if error.timed_out:
+                self._last_failure = error.what
+                self._failed_until = time.monotonic() + REDIS_FAIL_FAST_SECONDS
+            raise
         except redis.ResponseError as error:
             self._failed_until = 0.0  # Redis answered
             message = str(error)
@@ -121,18 +127,80 @@ class RedisStore:
                 raise CounterExhausted(message.removeprefix("EXHAUSTED ")) from None
             if message.startswith("CORRUPT"):
                 raise CorruptCounter(message.removeprefix("CORRUPT ")) from None
-            # Refused before it ran: out of memory, no permission, read-only replica...
-            raise StoreUnavailable(f"redis refused the increment ({message})") from None
-        except redis.TimeoutError as error:
-            self._last_failure = f"redis unavailable ({error})"
-            self._failed_until = time.monotonic() + REDIS_FAIL_FAST_SECONDS
-            raise StoreUnavailable(describe_redis_error(error)) from None
-        except redis.ConnectionError as error:
-            # Refused at once, or a pooled connection Redis has dropped (broken pipe,
-            # reset): no wait to spare, and the next request connects afresh.
-            raise StoreUnavailable(describe_redis_error(error)) from None
+            # Out of memory, read-only replica, no permission, failed persistence...
+            raise refused(error) from None
         self._failed_until = 0.0
-        return number
+        if isinstance(reply, list):
+            log.warning("%s had a TTL: removed before this increment (it would have restarted the counter at 1)", key)
+            return reply[0]
+        return reply
+
+    def check_ready(self):
+        """Ready when Redis would run an increment now: turno_ready is refused wherever
+        a write would be (full, read-only replica, failed persistence, no permission).
+        Unlike an increment, a probe leaves the fail-fast window alone."""
+        try:
+            self._fcall("turno_ready", READY_KEY)
+        except redis.ResponseError as error:
+            raise refused(error) from None
+
+    def _fcall(self, function, key, *args):
+        """FCALL one function of the library. Where Redis does not know the library
+        (a Redis the redis role did not set up), load it if this user may and call
+        once more: FCALL of an unknown function ran nothing."""
+        try:
+            return self._command("FCALL", function, 1, key, *args)
+        except redis.ResponseError as error:
+            if str(error) != "Function not found":
+                raise
+        self._load_library()
+        return self._command("FCALL", function, 1, key, *args)
+
+    def _load_library(self):
+        try:
+            self._command("FUNCTION", "LOAD", LIBRARY_CODE)
+        except redis.ResponseError as error:
+            if "already exists" in str(error):  # another process loaded it meanwhile
+                return
+            if not isinstance(error, redis.exceptions.NoPermissionError):
+                raise refused(error) from None  # full, read-only...: the load itself is refused
+            raise StoreUnavailable(
+                f"the store is not set up: the turnomatic function library is missing; {NOTHING_SENT}",
+                f"FUNCTION LOAD refused ({refused(error).detail}): the redis role loads the library "
+                "with its admin user",
+            ) from None
+
+    def _command(self, *command):
+        """One command, sent and read in two steps, so that a failure says whether the
+        command can have reached Redis: before it was written (connecting, sending)
+        nothing ran; after, the reply may be lost while the command ran. Never retried.
+        An error reply (Redis answered, so nothing ran) is raised as redis.ResponseError
+        for the caller to sort out."""
+        pool = self.client.connection_pool
+        try:
+            connection = pool.get_connection()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise unreachable(self.address, error, "could not connect to the store", may_have_run=False) from None
+        try:
+            try:
+                connection.send_command(*command)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                raise unreachable(self.address, error, "could not send to the store", may_have_run=False) from None
+            try:
+                return connection.read_response()
+            except redis.ResponseError:
+                raise
+            except redis.RedisError as error:
+                if error.status_code:
+                    # An error reply that redis-py raises as a connection error
+                    # (LOADING, NOAUTH, max clients): Redis answered, nothing ran.
+                    raise refused(error) from None
+                raise unreachable(self.address, error, "the store's answer was lost", may_have_run=True) from None
+            except Exception as error:
+                connection.disconnect()
+                raise unreachable(self.address, error, "the store's answer could not be read", may_have_run=True) from None
+        finally:
+            pool.release(connection)
 
     def _refuse_unless_trying_redis(self):
         """After a failure: refuse at once, but let one request per window try Redis
@@ -140,20 +208,24 @@ class RedisStore:
         with self._fail_fast_lock:
             now = time.monotonic()
             if now < self._failed_until:
-                raise StoreUnavailable(f"{self._last_failure}; not tried again yet, no increment was sent")
+                raise StoreUnavailable(f"{self._last_failure}; not tried again yet, {NOTHING_SENT}")
             self._failed_until = now + REDIS_FAIL_FAST_SECONDS
 
-    def ping(self):
-        try:
-            self.client.ping()
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise StoreUnavailable(describe_redis_error(error)) from None
+
+def unreachable(address, error, what, may_have_run):
+    """A failure to reach Redis at `address`, before the command was written or after."""
+    timed_out = isinstance(error, redis.TimeoutError)
+    if timed_out:
+        what = "the store did not answer in time" if may_have_run else what + " in time"
+    outcome = MAYBE_RAN if may_have_run else NOTHING_SENT
+    detail = f"redis at {address}: {type(error).__name__}: {error}"
+    return StoreUnavailable(f"{what}; {outcome}", detail, may_have_run, timed_out, what)
 
 
-def describe_redis_error(error):
-    if isinstance(error, redis.TimeoutError):
-        return f"redis did not answer in time ({error}); the increment may have run"
-    return f"redis unavailable ({error})"
+def refused(error):
+    """Redis answered the command with an error: it ran nothing."""
+    reply = f"{error.status_code} {error}" if error.status_code else str(error)
+    return StoreUnavailable(f"the store refused ({reply}); no increment ran", reply)
 
 
 def open_store(url):
@@ -161,7 +233,7 @@ def open_store(url):
     parts = urlsplit(url)
     if parts.scheme == "memory":
         if parts.netloc or parts.path or parts.query:
-            raise ValueError(f"the memory store takes no address or options: use 'memory://', not {url!r}")
+            raise ValueError(f"the memory store takes no address or options: use 'memory://', not {redacted(url)!r}")
         return MemoryStore()
     if parts.scheme in ("redis", "rediss"):
         unknown = set(parse_qs(parts.query)) - REDIS_URL_OPTIONS
@@ -173,6 +245,27 @@ def open_store(url):
         # redis-py reads a database that is not a number as database 0, silently.
         database = parts.path.strip("/")
         if database and not (database.isascii() and database.isdigit()):
-            raise ValueError(f"the database in the store URL must be a number (redis://host:port/0), not {database!r}")
-        return RedisStore(url)
-    raise ValueError(f"unknown store URL {url!r}: use memory:// or redis://[user:password@]host:port/db (rediss:// for TLS)")
+            # Not quoted: a mistyped URL can hold the password in its path.
+            raise ValueError("the database in the store URL must be a number: redis://[user:password@]host:port/db")
+        try:
+            return RedisStore(url)
+        except ValueError:
+            # Neither redis-py's message nor the URL: a password typed where the port
+            # goes (redis://host:password) would be logged.
+            raise ValueError(
+                "the store URL is not valid (its port or database): use redis://[user:password@]host:port/db"
+            ) from None
+    raise ValueError(f"unknown store URL {redacted(url)!r}: use memory:// or redis://[user:password@]host:port/db (rediss:// for TLS)")
+
+
+def redacted(url):
+    """The URL for logs and messages: everything before its last '@' but a user name
+    hidden, however mistyped (a scheme without //, a password with / or @ in it)."""
+    credentials_and_before, at, location = url.rpartition("@")
+    if not at:
+        return url
+    scheme, slashes, credentials = credentials_and_before.partition("//")
+    if not slashes:
+        scheme, credentials = "", credentials_and_before
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}{slashes}{user + ':' if colon else ''}***@{location}"

@@ -25,9 +25,20 @@ def turno(id):
         raise MethodNotAllowed(["GET"], "HEAD would use up a number without showing it; use GET.")
     if not ID_PATTERN.fullmatch(id):
         return bad_id()
+    if client_gone():
+        # Queued while its client went away: a number now would go to nobody.
+        metrics.count("client_gone")
+        return current_app.response_class(status=499)
     number = current_app.extensions["store"].next_turno(id)
     metrics.count("tickets")
     return json_response({"id": id, "turno": number})
+
+
+def client_gone():
+    """waitress says whether the client closed its connection (it can tell only with
+    channel_request_lookahead, which `turnomatic serve` sets); other servers cannot."""
+    disconnected = request.environ.get("waitress.client_disconnected")
+    return disconnected is not None and disconnected()
 
 
 def bad_id():
@@ -41,7 +52,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    current_app.extensions["store"].ping()
+    current_app.extensions["store"].check_ready()
     return json_response({"status": "ready"})
 
 
@@ -58,7 +69,17 @@ def store_error(error):
     status, name = STORE_ERRORS[type(error)]
     if status >= 500:
         metrics.count("store.errors")
-    return error_response(status, name, str(error))
+    if getattr(error, "may_have_run", False):
+        metrics.count("store.maybe_ran")
+    return error_response(status, name, str(error), getattr(error, "detail", ""))
+
+
+@bp.after_app_request
+def no_store(response):
+    """No answer may be stored: a cache or a prefetcher replaying a /turno answer would
+    show a number to a second client, or use one up unseen. Errors too (they pass here)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.app_errorhandler(HTTPException)
@@ -80,9 +101,11 @@ def unexpected_error(error):
     return json_response({"error": "internal_error", "message": "unexpected error; it is logged"}, 500)
 
 
-def error_response(status, error, message):
-    """The JSON error body, and its log line: request (with the id), status and cause."""
-    log.warning("%s %s -> %d %s: %s", request.method, truncated(request.path), status, error, message)
+def error_response(status, error, message, detail=""):
+    """The JSON error body, and its log line: request (with the id), status and cause.
+    `detail` (Redis's address, its exact error) goes to the log line only."""
+    cause = f"{message} [{detail}]" if detail else message
+    log.warning("%s %s -> %d %s: %s", request.method, truncated(request.path), status, error, cause)
     return json_response({"error": error, "message": message}, status)
 
 

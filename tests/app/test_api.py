@@ -121,3 +121,14 @@ def test_raw_non_ascii_bytes_in_the_path_are_refused_by_waitress(memory_service)
     assert head.startswith(b"HTTP/1.1 400")
     assert b"Bad URI" in body
     assert get(memory_service.base, "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/turno/cache1", 200), ("GET", "/turno/", 400), ("GET", "/turno/a/b", 400),
+    ("POST", "/turno/cache1", 405), ("HEAD", "/turno/cache1", 405), ("GET", "/readyz", 200), ("GET", "/nope", 404),
+])
+def test_no_answer_may_be_stored(memory_service, method, path, status):
+    """A shared cache or a prefetcher replaying a /turno answer would show one number twice."""
+    answer_status, headers, _ = get(memory_service.base, path, method=method)
+    assert answer_status == status
+    assert headers["Cache-Control"] == "no-store"

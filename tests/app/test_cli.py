@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.service import get
+from tests.support.statsd import counters_from, received_lines
 
 
 def run(*args, env=None, timeout=30):
@@ -95,3 +96,30 @@ def test_password_is_not_logged(start_service):
     service = start_service("--store", f"redis://user:hunter2@127.0.0.1:{free_port()}/0")
     assert "hunter2" not in service.log()
     assert "redis://user:***@127.0.0.1" in service.log()
+
+
+@pytest.mark.parametrize("url", [
+    "redis//turnomatic:hunter2-secret@127.0.0.1:6379/0",        # no colon after the scheme
+    "redis://turnomatic:hunter2-secret@127.0.0.1:port/0",      # a port that is not a number
+    "redis://127.0.0.1:hunter2-secret/0",                      # the password where the port goes
+    "redis:/turnomatic:hunter2-secret@127.0.0.1:6379/0",       # one slash
+    "rediss//:hunter2-secret@10.0.0.1:6379/0",
+])
+def test_a_mistyped_store_url_never_shows_its_password(url):
+    result = run("serve", "--store", url, env={"PATH": "/usr/bin:/bin"})
+    assert "hunter2" not in result.stdout + result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "cannot start" in result.stderr
+
+
+def test_statsd_over_ipv6(start_service):
+    """[::1]:port, as documented, reaches a StatsD listening on IPv6 loopback."""
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    listener.bind(("::1", 0))
+    listener.settimeout(0.5)
+    try:
+        service = start_service("--statsd", "[::1]:%d" % listener.getsockname()[1])
+        assert get(service.base, "/turno/v6")[0] == 200
+        assert counters_from(received_lines(listener, at_least=1))["turnomatic.tickets"] == 1
+    finally:
+        listener.close()

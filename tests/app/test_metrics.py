@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.service import get
+from tests.support.statsd import counters_from, received_lines
 
 
 @pytest.fixture
@@ -18,25 +19,6 @@ def statsd_listener():
     listener.close()
 
 
-def received_lines(listener, at_least, within=5.0):
-    """Lines until at least `at_least` came (the service sends once a second), then one
-    more second for the last packets."""
-    lines = []
-    end = time.monotonic() + within
-    while time.monotonic() < end and len(lines) < at_least:
-        try:
-            lines += listener.recv(65536).decode().splitlines()
-        except socket.timeout:
-            pass
-    end = time.monotonic() + 1.5
-    while time.monotonic() < end:
-        try:
-            lines += listener.recv(65536).decode().splitlines()
-        except socket.timeout:
-            pass
-    return lines
-
-
 def test_requests_latency_tickets_store_errors(start_service, statsd_listener):
     statsd = "127.0.0.1:%d" % statsd_listener.getsockname()[1]
     service = start_service("--statsd", statsd, "--statsd-prefix", "turnomatic.app1")
@@ -46,12 +28,7 @@ def test_requests_latency_tickets_store_errors(start_service, statsd_listener):
                          env={"TURNOMATIC_STATSD_PREFIX": "turnomatic.app2"})
     assert get(down.base, "/turno/m")[0] == 503
     lines = received_lines(statsd_listener, at_least=12)
-    counters = {}
-    for line in lines:
-        name, _, rest = line.partition(":")
-        value, _, kind = rest.partition("|")
-        if kind == "c":
-            counters[name] = counters.get(name, 0) + int(value)
+    counters = counters_from(lines)
     assert counters.get("turnomatic.app1.requests.200", 0) >= 3, lines  # 2 tickets and a /healthz probe
     assert counters["turnomatic.app1.tickets"] == 2
     assert counters["turnomatic.app1.requests.400"] == 1
@@ -71,3 +48,38 @@ def test_metrics_to_nowhere_never_fail_a_request(start_service):
         assert get(service.base, "/turno/quiet")[2]["turno"] == n
         if n == 25:
             time.sleep(1.2)  # a flush in between
+
+
+def test_the_flusher_survives_an_error_and_goes_on(statsd_listener, caplog):
+    """A flush that raises (here a metric name StatsD's ASCII wire format cannot carry)
+    is logged, and the next interval's figures are sent: the thread did not die."""
+    from turnomatic import metrics
+
+    buffer = metrics.MetricsBuffer("127.0.0.1", statsd_listener.getsockname()[1], "guard")
+    buffer.count("tick\u00e9t")
+    time.sleep(metrics.FLUSH_SECONDS * 1.5)
+    buffer.count("tickets")
+    counters = counters_from(received_lines(statsd_listener, at_least=1))
+    assert counters.get("guard.tickets") == 1, counters
+    assert "metrics not sent to 127.0.0.1" in caplog.text
+
+
+def test_the_buffer_is_bounded_and_counts_what_it_drops(statsd_listener):
+    """Latency samples beyond MAX_LATENCY_SAMPLES in one interval are dropped and counted
+    (metrics.dropped), so that a stuck or slow flusher cannot grow the process's memory."""
+    from turnomatic import metrics
+
+    buffer = metrics.MetricsBuffer("127.0.0.1", statsd_listener.getsockname()[1], "bound")
+    # A burst of about 1,500 packets: a receive buffer big enough that none is lost (root may force it).
+    SO_RCVBUFFORCE = 33  # Linux's value; Python's socket module does not name it
+    statsd_listener.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 * 1024 * 1024)
+    total = 2 * metrics.MAX_LATENCY_SAMPLES
+    for _ in range(total):
+        buffer.add_request("200", 1.0)
+    lines = received_lines(statsd_listener, at_least=total)
+    counters = counters_from(lines)
+    assert counters["bound.requests.200"] == total
+    dropped = counters.get("bound.metrics.dropped", 0)
+    assert dropped >= metrics.MAX_LATENCY_SAMPLES // 2, counters  # at most one flush fell in between
+    timers = sum(1 for line in lines if line.startswith("bound.latency:"))
+    assert timers + dropped == total

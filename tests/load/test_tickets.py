@@ -40,6 +40,18 @@ def test_a_refusal_never_explains_a_gap():
         "a: 1 number(s) missing below 2, only 0 request(s) with an unknown outcome"]
 
 
+def test_a_503_that_says_nothing_ran_never_explains_a_gap():
+    """The service says which 503s cost nothing; only "may have run" explains a gap."""
+    def answer(message):
+        return {"id": "a", "status": 503, "body": json.dumps({"error": "store_unavailable", "message": message})}
+
+    for message in ["could not connect to the store; no increment was sent",
+                    "the store refused (OOM command not allowed); no increment ran"]:
+        assert ledger_of(ok("a", 2), answer(message)).violations() == [
+            "a: 1 number(s) missing below 2, only 0 request(s) with an unknown outcome"]
+    assert ledger_of(ok("a", 2), answer("the store's answer was lost; the increment may have run")).violations() == []
+
+
 def test_bodies_that_are_not_a_ticket_are_violations():
     ledger = ledger_of(
         {"id": "a", "status": 200, "body": "<html>"},

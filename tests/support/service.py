@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from turnomatic.store import LIBRARY_CODE
+
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
@@ -20,8 +22,9 @@ class RedisServer:
     AOF with appendfsync always: every acknowledged increment is on disk, so a kill and
     restart loses nothing; appendfsync=None runs it without persistence (load, benchmarks)."""
 
-    def __init__(self, directory, appendfsync="always"):
+    def __init__(self, directory, *extra_args, appendfsync="always"):
         self.directory = Path(directory)
+        self.extra_args = extra_args
         self.appendfsync = appendfsync
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -33,7 +36,8 @@ class RedisServer:
                        else ["--appendonly", "no"])
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             *persistence, "--save", "", "--logfile", "redis.log", "--enable-debug-command", "local"],
+             *persistence, "--save", "", "--logfile", "redis.log", "--enable-debug-command", "local",
+             *self.extra_args],
         )
         wait_for(self.answers, 10, f"redis-server on port {self.port} answering")
         return self
@@ -56,6 +60,10 @@ class RedisServer:
 
     def client(self):
         return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+
+    def load_library(self):
+        """What the redis role does with its admin user: load the app's function library."""
+        self.client().function_load(LIBRARY_CODE, replace=True)
 
 
 class Service:

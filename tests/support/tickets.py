@@ -7,7 +7,9 @@ seen twice is a duplicate: always a violation. A number never seen below the
 highest one is a gap. A gap is explained, not a violation, when as many requests
 of that id ended without a usable answer (transport error, timeout, 5xx): such a
 request may have taken a number the client never saw. A 4xx never reaches the
-counter (the balancer refuses it, or the service rejects it before the store).
+counter (the balancer refuses it, or the service rejects it before the store),
+nor does the service's 503 whose message says so ("no increment was sent", "no
+increment ran"): neither explains a gap.
 """
 
 import json
@@ -15,6 +17,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 MAX_SAFE_INTEGER = 2**53 - 1
+# How the service's 503 messages end when the increment certainly did not run.
+NOTHING_RAN = ("no increment was sent", "no increment ran")
 
 
 @dataclass
@@ -52,7 +56,7 @@ class TicketLedger:
             number = self._ticket(ident, record.get("body", ""))
             if number is not None:
                 self.numbers[ident].append(number)
-        elif status == 0 or status >= 500:
+        elif status == 0 or status >= 500 and not self._nothing_ran(record.get("body", "")):
             self.unknown[ident] += 1
 
     def add_numbers(self, ident: str, numbers: list[int], unknown_outcomes: int = 0) -> None:
@@ -60,6 +64,14 @@ class TicketLedger:
         requests ended without a usable answer."""
         self.numbers[ident].extend(numbers)
         self.unknown[ident] += unknown_outcomes
+
+    @staticmethod
+    def _nothing_ran(body: str) -> bool:
+        try:
+            message = json.loads(body).get("message", "")
+        except (ValueError, AttributeError):
+            return False
+        return isinstance(message, str) and message.endswith(NOTHING_RAN)
 
     def _ticket(self, ident: str, body: str) -> int | None:
         try:

@@ -1,7 +1,7 @@
 """The baseline for the benchmark: bare WSGI callables on waitress doing the same
 Redis work as turnomatic, with no framework. Not part of the service.
 
-/turno/<id>: the same scripted increment turnomatic runs (turnomatic.store.INCREMENT_SCRIPT).
+/turno/<id>: the same increment turnomatic runs (FCALL turno_next, turnomatic.store.LIBRARY_CODE).
 BENCH_GIL_SWITCH_INTERVAL, when set, is the interpreter's GIL switch interval (seconds).
 """
 
