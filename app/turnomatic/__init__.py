@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import config, metrics, store, web
+from . import config, metrics, store, tracing, web
 
 
 def create_app(settings=None):
@@ -17,5 +17,6 @@ def create_app(settings=None):
     app.url_map.merge_slashes = False
     app.extensions["store"] = store.open_store(app.config["STORE"])
     metrics.init_app(app)
+    tracing.init_app(app)
     app.register_blueprint(web.bp)
     return app

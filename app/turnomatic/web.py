@@ -3,16 +3,19 @@
 import json
 import logging
 import re
+from contextlib import nullcontext
 
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from . import metrics
-from .store import CorruptCounter, CounterExhausted, StoreError, StoreUnavailable
+from . import metrics, tracing
+from .store import CorruptCounter, CounterExhausted, RedisStore, StoreError, StoreUnavailable
 
 ID_RULE = "1 to 64 characters of A-Z a-z 0-9 . _ -, the first a letter or digit"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LOGGED_PATH_LENGTH = 100
+# The Redis command of an increment (redis-py sends the script by its SHA1), for its span.
+REDIS_INCREMENT_COMMAND = "EVALSHA"
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
@@ -25,8 +28,11 @@ def turno(id):
         raise MethodNotAllowed(["GET"], "HEAD would use up a number without showing it; use GET.")
     if not ID_PATTERN.fullmatch(id):
         return bad_id()
-    number = current_app.extensions["store"].next_turno(id)
+    store = current_app.extensions["store"]
+    with tracing.redis_span(REDIS_INCREMENT_COMMAND) if isinstance(store, RedisStore) else nullcontext():
+        number = store.next_turno(id)
     metrics.count("tickets")
+    tracing.record("ticket", id=id, turno=number)
     return json_response({"id": id, "turno": number})
 
 
@@ -36,12 +42,14 @@ def bad_id():
 
 @bp.get("/healthz")
 def healthz():
+    tracing.record("ok")
     return json_response({"status": "ok"})
 
 
 @bp.get("/readyz")
 def readyz():
     current_app.extensions["store"].ping()
+    tracing.record("ready")
     return json_response({"status": "ready"})
 
 
@@ -58,7 +66,10 @@ def store_error(error):
     status, name = STORE_ERRORS[type(error)]
     if status >= 500:
         metrics.count("store.errors")
-    return error_response(status, name, str(error))
+    message = str(error)
+    # The store says so when a failure came after the increment may have reached Redis.
+    outcome = "may_have_run" if "may have run" in message else name
+    return error_response(status, name, message, outcome, error, **request.view_args)  # the id; none on /readyz
 
 
 @bp.app_errorhandler(HTTPException)
@@ -76,13 +87,18 @@ def http_error(error):
 
 @bp.app_errorhandler(Exception)
 def unexpected_error(error):
-    log.exception("%s %s -> 500 internal_error", request.method, truncated(request.path))
+    tracing.record("internal_error", error)
+    log.exception("%s %s -> 500 internal_error%s", request.method, truncated(request.path), tracing.log_reference())
     return json_response({"error": "internal_error", "message": "unexpected error; it is logged"}, 500)
 
 
-def error_response(status, error, message):
-    """The JSON error body, and its log line: request (with the id), status and cause."""
-    log.warning("%s %s -> %d %s: %s", request.method, truncated(request.path), status, error, message)
+def error_response(status, error, message, outcome=None, exception=None, **span_attributes):
+    """The JSON error body, and its log line: request (with the id), status, cause and
+    trace. The outcome on the request's span is the error's name unless given."""
+    tracing.record(outcome or error, exception, **span_attributes)
+    log.warning(
+        "%s %s -> %d %s: %s%s", request.method, truncated(request.path), status, error, message, tracing.log_reference()
+    )
     return json_response({"error": error, "message": message}, status)
 
 
