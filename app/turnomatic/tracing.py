@@ -34,9 +34,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 # included, many traces a minute.
 DEFAULT_SAMPLE_RATIO = 0.1
 
-# The exporter and the batch processor log each failed export and each dropped span;
-# with a dead collector under load that would be a log line per request.
-SDK_LOG_INTERVAL_SECONDS = 60
+# With a dead collector the exporter logs two lines per failed batch, a few a second per
+# process for as long as the collector is down; once a minute says as much. (The
+# batch processor's "Queue full, dropping" has the SDK's own filter: once per 20 s.)
+EXPORTER_LOG_INTERVAL_SECONDS = 60
 
 
 def endpoint_configured(environ=os.environ):
@@ -60,9 +61,9 @@ def init_app(app, environ=os.environ):
     if "OTEL_TRACES_SAMPLER" not in environ:
         sampler = ParentBasedTraceIdRatio(sample_ratio(environ))
     provider = TracerProvider(resource=resource, sampler=sampler)
-    provider.add_span_processor(BatchSpanProcessor(span_exporter(environ)))
-    for name in ("opentelemetry.sdk._shared_internal", "opentelemetry.exporter.otlp.common.http"):
-        logging.getLogger(name).addFilter(OncePerInterval(SDK_LOG_INTERVAL_SECONDS))
+    exporter = span_exporter(environ)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    logging.getLogger(type(exporter).__module__).addFilter(OncePerInterval(EXPORTER_LOG_INTERVAL_SECONDS))
     tracer = provider.get_tracer("turnomatic")
     app.extensions["tracer"] = tracer
     app.wsgi_app = ServerSpans(app.wsgi_app, tracer)
@@ -103,7 +104,7 @@ def span_exporter(environ):
 
 
 class OncePerInterval(logging.Filter):
-    """Lets each distinct message through once per interval."""
+    """Lets each message (its format string, whatever its arguments) through once per interval."""
 
     def __init__(self, seconds):
         super().__init__()
