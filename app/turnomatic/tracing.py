@@ -17,8 +17,10 @@ blocked on) and a background thread exports batches. A dead collector costs that
 its retries, not the requests.
 """
 
+import atexit
 import logging
 import os
+import threading
 import time
 from contextlib import nullcontext
 
@@ -38,6 +40,11 @@ DEFAULT_SAMPLE_RATIO = 0.1
 # process for as long as the collector is down; once a minute says as much. (The
 # batch processor's "Queue full, dropping" has the SDK's own filter: once per 20 s.)
 EXPORTER_LOG_INTERVAL_SECONDS = 60
+
+# At exit, how long the last spans may take to leave. The SDK's own exit hook waits up
+# to 30 s (an export hung on a dead collector holds it that long): a restart, one
+# process after the other, would wait that long per process.
+EXIT_FLUSH_SECONDS = 2.0
 
 
 def endpoint_configured(environ=os.environ):
@@ -60,13 +67,22 @@ def init_app(app, environ=os.environ):
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and _ARG
     if "OTEL_TRACES_SAMPLER" not in environ:
         sampler = ParentBasedTraceIdRatio(sample_ratio(environ))
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     exporter = span_exporter(environ)
     provider.add_span_processor(BatchSpanProcessor(exporter))
+    atexit.register(shut_down_within, provider, EXIT_FLUSH_SECONDS)
     logging.getLogger(type(exporter).__module__).addFilter(OncePerInterval(EXPORTER_LOG_INTERVAL_SECONDS))
     tracer = provider.get_tracer("turnomatic")
     app.extensions["tracer"] = tracer
     app.wsgi_app = ServerSpans(app.wsgi_app, tracer)
+
+
+def shut_down_within(provider, seconds):
+    """Export what is queued, waiting at most `seconds` (the SDK's shutdown takes no
+    time limit): in a daemon thread, which the interpreter abandons at exit."""
+    flush = threading.Thread(target=provider.shutdown, name="otel-exit-flush", daemon=True)
+    flush.start()
+    flush.join(seconds)
 
 
 def sample_ratio(environ):

@@ -204,3 +204,26 @@ def test_a_dead_collector_neither_fails_nor_slows_requests(start_service, redis_
     log = traced.log()
     assert 1 <= log.count("Failed to export") <= 2, log[-3000:]
     assert log.count("Queue full") <= 2, log[-3000:]
+
+
+def test_the_last_spans_leave_at_exit(start_service, redis_server, redis_client, receiver):
+    """The batch would wait 5 s (OTEL_BSP_SCHEDULE_DELAY's default): SIGTERM flushes it."""
+    env = {**tracing_env(receiver.endpoint, OTEL_TRACES_SAMPLER="always_on"), "OTEL_BSP_SCHEDULE_DELAY": "5000"}
+    service = start_service("--store", redis_server.url, env=env)
+    for _ in range(3):
+        assert request(service.base, "/turno/last")[0] == 200
+    service.stop()
+    assert len([s for s in receiver.received() if s.attributes.get("turnomatic.id") == "last"]) == 3
+
+
+def test_a_hung_collector_does_not_hold_up_a_stop(start_service, redis_server, redis_client, black_hole):
+    """SIGTERM while an export hangs: the process still stops within seconds (the SDK's
+    own exit hook would wait up to 30 s for it), so a rolling restart is not held up."""
+    service = start_service("--store", redis_server.url, env=tracing_env(
+        black_hole, OTEL_TRACES_SAMPLER="always_on", OTEL_BSP_SCHEDULE_DELAY="200"))
+    for _ in range(20):
+        assert request(service.base, "/turno/stop")[0] == 200
+    time.sleep(1)  # an export is under way, hung on the black hole for its 10 s timeout
+    started = time.monotonic()
+    service.stop()
+    assert time.monotonic() - started < 4
