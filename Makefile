@@ -18,7 +18,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # VMs, and the suites that reuse the converged fleet (monitoring, load).
 TEST_DIRS := tests/app tests/balancer tests/lab tests/roles tests/fleet tests/monitoring tests/load
 
-.PHONY: help setup up run test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
+.PHONY: help setup up run test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -68,6 +68,9 @@ lint: setup ## yamllint and ansible-lint (production profile) over every playboo
 
 bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis INCR, same run
 	$(BIN)/python tests/bench/bench_app.py
+
+bench-tracing: setup ## wrk: turnomatic with tracing off, at the default sampling and at 100 %, same run
+	$(BIN)/python tests/bench/bench_tracing.py
 
 # make load LOAD_TARGET=http://10.70.17.11:7017 LOAD_ARGS="--start 200 --step 200 --max-rate 4000"
 LOAD_TARGET ?= http://127.0.0.1:7017

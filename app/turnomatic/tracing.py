@@ -25,16 +25,17 @@ import time
 from contextlib import nullcontext
 
 from flask import current_app, request
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 # Default sampler when OTEL_TRACES_SAMPLER is not set: parentbased_traceidratio, so a
 # trace a caller started (sampled in its traceparent) is always kept whole, and of the
-# requests that come without one this fraction is traced. 10 %: the cost per request
-# then stays well inside the 5 % budget (docs/monitoring.md, benchmark figures), and
-# at a fleet's steady rate a tenth of the traffic still gives every outcome, errors
-# included, many traces a minute.
-DEFAULT_SAMPLE_RATIO = 0.1
+# requests that come without one this fraction is traced. 1 %: a traced request costs
+# the process about twice the CPU of an untraced one (the SDK's spans and the protobuf
+# encoding), so 10 % cost 12 % of the throughput and 1 % keeps within the 5 % budget
+# (docs/monitoring.md, tests/bench/bench_tracing.py); one process at 2,500 req/s still
+# sends 25 traces a second.
+DEFAULT_SAMPLE_RATIO = 0.01
 
 # With a dead collector the exporter logs two lines per failed batch, a few a second per
 # process for as long as the collector is down; once a minute says as much. (The
@@ -159,14 +160,19 @@ class ServerSpans:
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
-        attributes = {"http.request.method": method, "url.path": environ.get("PATH_INFO", "")}
-        request_id = environ.get("HTTP_X_REQUEST_ID")
-        if request_id:
-            # The balancer's $request_id, also in its access log: log line and trace meet here.
-            attributes["http.request.header.x-request-id"] = (request_id,)
-        with self.tracer.start_as_current_span(
-            method, context=propagate.extract(environ, getter=ENVIRON_GETTER), kind=SpanKind.SERVER, attributes=attributes
-        ) as span:
+        span = self.tracer.start_span(method, context=propagate.extract(environ, getter=ENVIRON_GETTER), kind=SpanKind.SERVER)
+        # By hand rather than start_as_current_span: most requests are not sampled, and
+        # for them the span is only its context; the context manager costs a third more.
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            if not span.is_recording():
+                return self.wsgi_app(environ, start_response)
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("url.path", environ.get("PATH_INFO", ""))
+            request_id = environ.get("HTTP_X_REQUEST_ID")
+            if request_id:
+                # The balancer's $request_id, also in its access log: log line and trace meet here.
+                span.set_attribute("http.request.header.x-request-id", (request_id,))
 
             def record_and_start_response(status, headers, exc_info=None):
                 code = int(status[:3])
@@ -176,6 +182,13 @@ class ServerSpans:
                 return start_response(status, headers, exc_info)
 
             return self.wsgi_app(environ, record_and_start_response)
+        except BaseException as error:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR))
+            raise
+        finally:
+            context.detach(token)
+            span.end()
 
 
 def record(outcome, error=None, **attributes):
