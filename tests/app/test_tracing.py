@@ -12,14 +12,20 @@ import json
 import re
 import socket
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from app_helpers import free_port, get, wait_for
 from otlp_receiver import OTLPReceiver
+
+# The balancer role's own nginx.conf on loopback (tests/load/loopback.py renders it).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "load"))
+from loopback import Processes  # noqa: E402
 
 MAX_TURNO = 2**53 - 1
 TEAM_KEY = "test-team-key-0123456789"
@@ -227,3 +233,26 @@ def test_a_hung_collector_does_not_hold_up_a_stop(start_service, redis_server, r
     started = time.monotonic()
     service.stop()
     assert time.monotonic() - started < 4
+
+
+def test_trace_context_crosses_the_balancer(start_service, redis_server, redis_client, receiver, tmp_path):
+    """Through the balancer role's nginx.conf: a client's traceparent reaches the app and
+    its span joins that trace; every span carries the balancer's $request_id (a client's
+    own X-Request-ID is replaced), and the access log line carries both."""
+    service = start_service("--store", redis_server.url,
+                            env=tracing_env(receiver.endpoint, OTEL_TRACES_SAMPLER="parentbased_always_on"))
+    with Processes(tmp_path) as processes:
+        balancer = processes.balancer(service.port, {}).removeprefix("http://")
+        trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+        traceparent = f"00-{trace_id}-{parent_id}-01"
+        assert request(balancer, "/turno/via-lb", {"traceparent": traceparent})[0] == 200
+        assert request(balancer, "/turno/via-lb", {"X-Request-ID": "forged-by-the-client"})[0] == 200
+        log = [json.loads(line) for line in (tmp_path / f"balancer-{service.port}" / "turnomatic.access.log").read_text().splitlines()]
+    joined, own = sorted(server_spans(receiver, 2), key=lambda span: span.attributes["turnomatic.turno"])
+    assert (joined.trace_id, joined.parent_span_id) == (trace_id, parent_id)
+    assert own.trace_id != trace_id and own.parent_span_id == ""
+    entries = [entry for entry in log if entry["request"].startswith("GET /turno/via-lb ")]
+    assert [entry["traceparent"] for entry in entries] == [traceparent, ""]
+    for span, entry in zip((joined, own), entries):
+        assert re.fullmatch("[0-9a-f]{32}", entry["request_id"])
+        assert span.attributes["http.request.header.x-request-id"] == (entry["request_id"],)
