@@ -28,6 +28,8 @@ from flask import current_app, request
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+log = logging.getLogger(__name__)
+
 # Default sampler when OTEL_TRACES_SAMPLER is not set: parentbased_traceidratio, so a
 # trace a caller started (sampled in its traceparent) is always kept whole, and of the
 # requests that come without one this fraction is traced. 1 %: a traced request costs
@@ -48,13 +50,13 @@ EXPORTER_LOG_INTERVAL_SECONDS = 60
 EXIT_FLUSH_SECONDS = 2.0
 
 
-def endpoint_configured(environ=os.environ):
-    return bool(environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+def endpoint(environ):
+    return environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 def init_app(app, environ=os.environ):
     """Trace every request when an OTLP endpoint is configured; nothing otherwise."""
-    if not endpoint_configured(environ):
+    if not endpoint(environ):
         return
     # Imported here: with tracing off the SDK and the exporter are not even loaded.
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -74,6 +76,9 @@ def init_app(app, environ=os.environ):
     atexit.register(shut_down_within, provider, EXIT_FLUSH_SECONDS)
     logging.getLogger(type(exporter).__module__).addFilter(OncePerInterval(EXPORTER_LOG_INTERVAL_SECONDS))
     tracer = provider.get_tracer("turnomatic")
+    # The endpoint and the sampler, never the headers: they hold the backend's API key.
+    log.info("tracing to %s as %s, sampler %s", endpoint(environ), resource.attributes[SERVICE_NAME],
+             provider.sampler.get_description())
     app.extensions["tracer"] = tracer
     app.wsgi_app = ServerSpans(app.wsgi_app, tracer)
 

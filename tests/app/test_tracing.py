@@ -115,8 +115,9 @@ def test_every_request_has_its_server_span_and_redis_child_span(start_service, r
     assert (bad.attributes["http.response.status_code"], bad.attributes["turnomatic.outcome"]) == (400, "bad_id")
     assert (bad.trace_id, bad.span_id) not in children, "a bad id never reaches Redis"
 
-    # A failed request's log line leads to its trace.
+    # A failed request's log line leads to its trace; the API key is never logged.
     log = service.log()
+    assert "tracing to http://127.0.0.1:" in log and TEAM_KEY not in log
     for span in (full, bad):
         assert re.search(rf"-> (409|400) .*\[trace {span.trace_id}\]", log), log
 
