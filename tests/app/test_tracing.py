@@ -9,9 +9,11 @@ client's traceparent is joined; a dead collector neither fails nor slows a reque
 
 import http.client
 import json
+import os
 import re
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -257,3 +259,18 @@ def test_trace_context_crosses_the_balancer(start_service, redis_server, redis_c
     for span, entry in zip((joined, own), entries):
         assert re.fullmatch("[0-9a-f]{32}", entry["request_id"])
         assert span.attributes["http.request.header.x-request-id"] == (entry["request_id"],)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "needs the package opentelemetry-exporter-otlp-proto-grpc"),
+    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "'http/json' is not supported"),
+    ({"OTEL_TRACES_SAMPLER_ARG": "10"}, "must be a ratio from 0 to 1"),
+])
+def test_a_setting_it_cannot_honour_stops_the_start(env, message):
+    """Rather than a service that silently traces nothing (or everything)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "turnomatic", "serve", "--port", str(free_port())],
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", **env},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
