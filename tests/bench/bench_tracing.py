@@ -130,9 +130,9 @@ def main():
                       f"  CPU/req added    median {statistics.median(cpu_costs):+.1%} "
                       f"(rounds {', '.join(f'{c:+.1%}' for c in cpu_costs)})")
             lost = statistics.median(1 - traced / untraced for traced, untraced in zip(rates[default], rates[off]))
-            verdict = "met" if lost <= TARGET_COST else "NOT met"
-            print(f"target: default sampling costs at most {TARGET_COST:.0%} of req/s: {verdict} ({lost:+.1%})")
             met = lost <= TARGET_COST
+            print(f"target: default sampling costs at most {TARGET_COST:.0%} of req/s: "
+                  f"{'met' if met else 'NOT met'} ({lost:+.1%})")
         finally:
             for process in processes:
                 process.terminate()
