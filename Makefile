@@ -19,7 +19,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # reuse the converged fleet (monitoring, load). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
+.PHONY: help setup up run check test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -85,6 +85,9 @@ lint: setup ## yamllint and ansible-lint (production profile) over every playboo
 BENCH_ARGS ?=
 bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis INCR, same run; target >= 0.90
 	$(BIN)/python -m tools.bench.bench_app $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
+
+bench-tracing: setup ## wrk: turnomatic with tracing off, at the default sampling and at 100 %, same run
+	$(BIN)/python -m tools.bench.bench_tracing $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
 
 # make load LOAD_TARGET=http://10.70.17.11:7017 LOAD_ARGS="--start 200 --step 200 --max-rate 4000"
 LOAD_TARGET ?= http://127.0.0.1:7017

@@ -4,7 +4,7 @@ import os
 
 from flask import Flask
 
-from . import config, metrics, store, web
+from . import config, metrics, store, tracing, web
 
 
 def create_app(settings=None):
@@ -24,5 +24,6 @@ def create_app(settings=None):
     app.url_map.merge_slashes = False
     app.extensions["store"] = store.open_store(app.config["STORE"])
     metrics.init_app(app)
+    tracing.init_app(app)
     app.register_blueprint(web.bp)
     return app

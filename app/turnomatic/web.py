@@ -3,16 +3,19 @@
 import json
 import logging
 import re
+from contextlib import nullcontext
 
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from . import metrics
-from .store import CorruptCounter, CounterExhausted, StoreError, StoreUnavailable
+from . import metrics, tracing
+from .store import CorruptCounter, CounterExhausted, RedisStore, StoreError, StoreUnavailable
 
 ID_RULE = "1 to 64 characters of A-Z a-z 0-9 . _ -, the first a letter or digit"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LOGGED_PATH_LENGTH = 100
+# The Redis command of an increment (the function library's turno_next), for its span.
+REDIS_INCREMENT_COMMAND = "FCALL"
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
@@ -28,9 +31,13 @@ def turno(id):
     if client_gone():
         # Queued while its client went away: a number now would go to nobody.
         metrics.count("client_gone")
+        tracing.record("client_gone")
         return current_app.response_class(status=499)
-    number = current_app.extensions["store"].next_turno(id)
+    store = current_app.extensions["store"]
+    with tracing.redis_span(REDIS_INCREMENT_COMMAND) if isinstance(store, RedisStore) else nullcontext():
+        number = store.next_turno(id)
     metrics.count("tickets")
+    tracing.record("ticket", id=id, turno=number)
     return json_response({"id": id, "turno": number})
 
 
@@ -47,12 +54,14 @@ def bad_id():
 
 @bp.get("/healthz")
 def healthz():
+    tracing.record("ok")
     return json_response({"status": "ok"})
 
 
 @bp.get("/readyz")
 def readyz():
     current_app.extensions["store"].check_ready()
+    tracing.record("ready")
     return json_response({"status": "ready"})
 
 
@@ -69,9 +78,12 @@ def store_error(error):
     status, name = STORE_ERRORS[type(error)]
     if status >= 500:
         metrics.count("store.errors")
-    if getattr(error, "may_have_run", False):
+    may_have_run = getattr(error, "may_have_run", False)
+    if may_have_run:
         metrics.count("store.maybe_ran")
-    return error_response(status, name, str(error), getattr(error, "detail", ""))
+    outcome = "may_have_run" if may_have_run else name
+    # The id is a span attribute; /readyz has none.
+    return error_response(status, name, str(error), getattr(error, "detail", ""), outcome, error, **request.view_args)
 
 
 @bp.after_app_request
@@ -97,15 +109,19 @@ def http_error(error):
 
 @bp.app_errorhandler(Exception)
 def unexpected_error(error):
-    log.exception("%s %s -> 500 internal_error", request.method, truncated(request.path))
+    tracing.record("internal_error", error)
+    log.exception("%s %s -> 500 internal_error%s", request.method, truncated(request.path), tracing.log_reference())
     return json_response({"error": "internal_error", "message": "unexpected error; it is logged"}, 500)
 
 
-def error_response(status, error, message, detail=""):
-    """The JSON error body, and its log line: request (with the id), status and cause.
-    `detail` (Redis's address, its exact error) goes to the log line only."""
+def error_response(status, error, message, detail="", outcome=None, exception=None, **span_attributes):
+    """The JSON error body, and its log line: request (with the id), status, cause and
+    trace. `detail` (Redis's address, its exact error) goes to the log line only. The
+    outcome on the request's span is the error's name unless given."""
+    tracing.record(outcome or error, exception, **span_attributes)
     cause = f"{message} [{detail}]" if detail else message
-    log.warning("%s %s -> %d %s: %s", request.method, truncated(request.path), status, error, cause)
+    log.warning("%s %s -> %d %s: %s%s", request.method, truncated(request.path), status, error, cause,
+                tracing.log_reference())
     return json_response({"error": error, "message": message}, status)
 
 

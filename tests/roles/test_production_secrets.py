@@ -2,7 +2,7 @@
 
 A role's secret is a variable of its defaults/main.yml named *_password or
 *_secret_key whose default is empty, plus turnomatic_store (its URL carries the
-Redis password). For each play of site.yml, every production host of the play's
+Redis password) and turnomatic_otel_headers (Honeycomb's API key). For each play of site.yml, every production host of the play's
 group must set each secret of the play's roles to a template that names a vault_*
 variable, and every vault_* variable must be encrypted: never a secret in clear,
 never one left empty for a production run to find out.
@@ -20,13 +20,13 @@ from tests.support.paths import BIN, REPO
 
 ANSIBLE_INVENTORY = BIN / "ansible-inventory"
 SECRET_NAME = re.compile(r".*_(password|secret_key)$")
-SECRETS_IN_URLS = {"turnomatic": ["turnomatic_store"]}
+SECRETS_INSIDE_SETTINGS = {"turnomatic": ["turnomatic_store", "turnomatic_otel_headers"]}
 
 
 def role_secrets(role):
     defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text()) or {}
     named = [name for name, value in defaults.items() if SECRET_NAME.fullmatch(name) and value == ""]
-    return named + SECRETS_IN_URLS.get(role, [])
+    return named + SECRETS_INSIDE_SETTINGS.get(role, [])
 
 
 def plays_with_secrets():
@@ -57,7 +57,7 @@ def hosts_of(inventory, group):
 
 def test_the_roles_have_secrets_to_check():
     assert {"redis_app_password", "redis_admin_password", "graphite_web_secret_key",
-            "grafana_admin_password", "turnomatic_store"} <= {
+            "grafana_admin_password", "turnomatic_store", "turnomatic_otel_headers"} <= {
         secret for _, roles in plays_with_secrets() for role in roles for secret in role_secrets(role)
     }
 

@@ -1,0 +1,146 @@
+"""Benchmark: what tracing costs turnomatic, in one run, side by side.
+
+Three `turnomatic serve` processes on the same redis-server, metrics on, alike but for
+tracing: off (no OTEL_EXPORTER_OTLP_ENDPOINT), on at the default sampling (the app's
+parentbased_traceidratio, 1 %), and on at 100 % (always_on). The two traced ones
+export over OTLP/HTTP to a sink in this process that reads each export and answers 200
+(a collector or Honeycomb would be elsewhere; the sink's work is not the app's).
+wrk runs against each in turn, in alternating rounds.
+
+Target: the default sampling costs at most 5 % of the requests/s of tracing off (exit
+status 1 when not met); the 100 % figure is reported. Also CPU per request of each process (from /proc), steadier
+than req/s on a shared machine.
+
+    make bench-tracing        # or: .venv/bin/python -m tools.bench.bench_tracing [--rounds N --seconds S]
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from pathlib import Path
+
+from tests.support.ports import free_port
+from tests.support.service import RedisServer
+from tests.support.waiting import wait_until_answers
+from tools.bench.bench_app import wrk
+from turnomatic.tracing import DEFAULT_SAMPLE_RATIO
+
+TARGET_COST = 0.05
+
+
+class DiscardingSink(BaseHTTPRequestHandler):
+    """OTLP/HTTP: reads the export, answers 200 with an empty ExportTraceServiceResponse."""
+
+    protocol_version = "HTTP/1.1"
+    exports = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        DiscardingSink.exports += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format, *args):
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run (default 10)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--app-threads", type=int, default=4, help="waitress threads of each server (default 4)")
+    args = parser.parse_args()
+    if not shutil.which("wrk") or not shutil.which("redis-server"):
+        sys.exit("needs wrk and redis-server (make setup installs them)")
+
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), DiscardingSink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    endpoint = "http://127.0.0.1:%d" % sink.server_address[1]
+    statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    statsd_sink.bind(("127.0.0.1", 0))
+    statsd = "127.0.0.1:%d" % statsd_sink.getsockname()[1]
+
+    # Tracing settings come from the environment only: none of ours may leak in.
+    base_env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    variants = {
+        "off": {},
+        f"default ({DEFAULT_SAMPLE_RATIO:.0%})": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+        "100%": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"},
+    }
+    off, default, full = variants
+    processes = []
+    with tempfile.TemporaryDirectory(prefix="turnomatic-bench-tracing-") as workdir:
+        try:
+            redis_server = RedisServer(Path(workdir) / "redis", appendfsync=None).start()
+            processes.append(redis_server.process)
+            redis_url = redis_server.url
+            targets = {}
+            for name, env in variants.items():
+                port = free_port()
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "turnomatic", "serve", "--port", str(port), "--store", redis_url,
+                     "--statsd", statsd, "--threads", str(args.app_threads)],
+                    env={**base_env, **env}, stderr=subprocess.DEVNULL,
+                )
+                processes.append(process)
+                targets[name] = (f"http://127.0.0.1:{port}/turno/bench-tracing-{len(targets)}", process)
+            for url, process in targets.values():
+                wait_until_answers(url, process)
+
+            print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
+                  f"one turnomatic process ({args.app_threads} threads) each, redis-server on loopback, "
+                  f"OTLP/HTTP to a discarding sink on loopback", flush=True)
+            for url, process in targets.values():  # warm up
+                wrk(url, 2, args.threads, args.connections, process.pid)
+            rates = {name: [] for name in targets}
+            costs = {name: [] for name in targets}
+            for round in range(1, args.rounds + 1):
+                for name, (url, process) in targets.items():
+                    rate, cost = wrk(url, args.seconds, args.threads, args.connections, process.pid)
+                    rates[name].append(rate)
+                    costs[name].append(cost)
+                print(f"round {round}: " + ", ".join(
+                    f"{name} {rates[name][-1]:.0f} req/s ({costs[name][-1]:.0f} us CPU/req)" for name in targets
+                ), flush=True)
+            if not DiscardingSink.exports:
+                sys.exit("the sink received no export: the traced servers did not trace")
+
+            print("median: " + ", ".join(
+                f"{name} {statistics.median(rates[name]):.0f} req/s ({statistics.median(costs[name]):.0f} us CPU/req)"
+                for name in targets
+            ))
+            for name in (default, full):
+                rate_costs = [1 - traced / untraced for traced, untraced in zip(rates[name], rates[off])]
+                cpu_costs = [traced / untraced - 1 for traced, untraced in zip(costs[name], costs[off])]
+                print(f"tracing {name} vs off:\n"
+                      f"  req/s lost       median {statistics.median(rate_costs):+.1%} "
+                      f"(rounds {', '.join(f'{c:+.1%}' for c in rate_costs)})\n"
+                      f"  CPU/req added    median {statistics.median(cpu_costs):+.1%} "
+                      f"(rounds {', '.join(f'{c:+.1%}' for c in cpu_costs)})")
+            lost = statistics.median(1 - traced / untraced for traced, untraced in zip(rates[default], rates[off]))
+            met = lost <= TARGET_COST
+            print(f"target: default sampling costs at most {TARGET_COST:.0%} of req/s: "
+                  f"{'met' if met else 'NOT met'} ({lost:+.1%})")
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=10)
+            sink.shutdown()
+    sys.exit(0 if met else 1)
+
+
+if __name__ == "__main__":
+    main()
