@@ -13,22 +13,16 @@ installed by the role; this suite gives the same answer in seconds on loopback.
 
 import http.client
 import json
-import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ROLE = REPO / "roles" / "balancer"
+from balancer_helpers import ROLE, free_port, render_config, running_nginx, wait_for_port
+
 FAKE_APP = ROLE / "molecule" / "default" / "files" / "fake_app.py"
-BIN = Path(sys.executable).parent
 
 APPS = {"fake-drop": "127.0.0.2", "fake-answer": "127.0.0.3", "fake-refuse": "127.0.0.4", "fake-hang": "127.0.0.5"}
 MODES = {"fake-drop": "drop", "fake-answer": "answer", "fake-hang": "hang"}
@@ -36,79 +30,14 @@ RATE_LIMIT = 20
 RATE_LIMIT_BURST = 20
 
 
-def free_port(*hosts):
-    """A port free on every one of the hosts."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = probe.getsockname()[1]
-        try:
-            for host in hosts:
-                with socket.socket() as other:
-                    other.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
-
-
-def wait_for_port(host, port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{host}:{port} did not open")
-
-
-def render_config(workdir, extra_vars):
-    """Render templates/nginx.conf.j2 with the role's defaults, through Ansible itself."""
-    inventory = {
-        "all": {
-            "children": {
-                "lb": {"hosts": {"lbtest": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
-                "app": {"hosts": {name: {"ansible_host": address} for name, address in APPS.items()}},
-            }
-        }
-    }
-    (workdir / "inventory.json").write_text(json.dumps(inventory))
-    playbook = [
-        {
-            "name": "Render the balancer's nginx.conf",
-            "hosts": "lb",
-            "gather_facts": False,
-            "tasks": [
-                {"ansible.builtin.include_vars": {"file": str(ROLE / "defaults" / "main.yml")}},
-                {"ansible.builtin.include_vars": {"file": str(ROLE / "vars" / "main.yml")}},
-                {"ansible.builtin.template": {"src": str(ROLE / "templates" / "nginx.conf.j2"), "dest": str(workdir / "nginx.conf")}},
-            ],
-        }
-    ]
-    (workdir / "render.json").write_text(json.dumps(playbook))
-    subprocess.run(
-        [BIN / "ansible-playbook", "-i", workdir / "inventory.json", workdir / "render.json", "-e", json.dumps(extra_vars)],
-        check=True,
-        capture_output=True,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")),
-    )
-    # The same configuration, with its system paths moved into the test's directory.
-    text = (workdir / "nginx.conf").read_text()
-    text = text.replace("user www-data;", "").replace("/run/nginx.pid", str(workdir / "nginx.pid"))
-    text = text.replace("/var/log/nginx/", f"{workdir}/")
-    (workdir / "nginx.conf").write_text(text)
-
-
 @pytest.fixture(scope="module")
 def balancer(tmp_path_factory):
-    if not shutil.which("nginx"):
-        pytest.fail("nginx is not installed (make setup installs it)")
     workdir = tmp_path_factory.mktemp("balancer")
     app_port = free_port(*APPS.values())
     port, status_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     render_config(
         workdir,
+        APPS,
         {
             "balancer_port": port,
             "balancer_status_port": status_port,
@@ -121,16 +50,13 @@ def balancer(tmp_path_factory):
     )
     listeners = [f"{APPS[name]}:{app_port}={mode}" for name, mode in MODES.items()]
     apps = subprocess.Popen([sys.executable, FAKE_APP, *listeners, "--hang-seconds", "5", "--lifetime", "300"])
-    nginx = subprocess.Popen(["nginx", "-c", workdir / "nginx.conf", "-g", "daemon off;"], stderr=subprocess.PIPE)
     try:
         for name in MODES:
             wait_for_port(APPS[name], app_port)
-        wait_for_port("127.0.0.1", port)
-        yield {"port": port, "status_port": status_port, "app_port": app_port, "workdir": workdir}
+        with running_nginx(workdir, port):
+            yield {"port": port, "status_port": status_port, "app_port": app_port, "workdir": workdir}
     finally:
-        nginx.send_signal(signal.SIGQUIT)
         apps.terminate()
-        nginx.wait(timeout=10)
         apps.wait(timeout=10)
 
 
