@@ -13,8 +13,6 @@ installed by the role; this suite gives the same answer in seconds on loopback.
 
 import http.client
 import json
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.ansible import render_balancer_config
+from tests.support.nginx import running_nginx
 from tests.support.paths import ROLES
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for_port
@@ -37,8 +36,6 @@ RATE_LIMIT_BURST = 20
 
 @pytest.fixture(scope="module")
 def balancer(tmp_path_factory):
-    if not shutil.which("nginx"):
-        pytest.fail("nginx is not installed (make setup installs it)")
     workdir = tmp_path_factory.mktemp("balancer")
     app_port = free_port(*APPS.values())
     port, status_port = free_port("127.0.0.1"), free_port("127.0.0.1")
@@ -57,16 +54,13 @@ def balancer(tmp_path_factory):
     )
     listeners = [f"{APPS[name]}:{app_port}={mode}" for name, mode in MODES.items()]
     apps = subprocess.Popen([sys.executable, FAKE_APP, *listeners, "--hang-seconds", "5", "--lifetime", "300"])
-    nginx = subprocess.Popen(["nginx", "-c", workdir / "nginx.conf", "-g", "daemon off;"], stderr=subprocess.PIPE)
     try:
         for name in MODES:
             wait_for_port(APPS[name], app_port)
-        wait_for_port("127.0.0.1", port)
-        yield {"port": port, "status_port": status_port, "app_port": app_port, "workdir": workdir}
+        with running_nginx(workdir, port):
+            yield {"port": port, "status_port": status_port, "app_port": app_port, "workdir": workdir}
     finally:
-        nginx.send_signal(signal.SIGQUIT)
         apps.terminate()
-        nginx.wait(timeout=10)
         apps.wait(timeout=10)
 
 

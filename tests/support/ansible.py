@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tests.support.paths import BIN, OUTPUT, REPO, ROLES
 
 # Every Ansible command of the suites and tools: the project's ansible.cfg (the lab's
@@ -59,14 +61,13 @@ def render_role_template(role, template, destination, variables=None, groups=Non
     hosts of the inventory, for templates that read groups[...] and hostvars."""
     destination = Path(destination)
     workdir = destination.parent
-    inventory = {"all": {"children": {
-        local_group: {"hosts": {f"{local_group}-local": {"ansible_connection": "local",
-                                                          "ansible_python_interpreter": str(BIN / "python")}}},
-        **{group: {"hosts": {host: {"ansible_host": address} for host, address in hosts.items()}}
-           for group, hosts in (groups or {}).items()},
-    }}}
+    children = {group: {"hosts": {host: {"ansible_host": address} for host, address in hosts.items()}}
+                for group, hosts in (groups or {}).items()}
+    children.setdefault(local_group, {"hosts": {}})["hosts"][f"{local_group}-local"] = {
+        "ansible_connection": "local", "ansible_python_interpreter": str(BIN / "python")}
+    inventory = {"all": {"children": children}}
     role_vars = [ROLES / role / "defaults" / "main.yml", ROLES / role / "vars" / "main.yml"]
-    playbook = [{"name": f"Render {role}'s {template}", "hosts": local_group, "gather_facts": False, "tasks": [
+    playbook = [{"name": f"Render {role}'s {template}", "hosts": f"{local_group}-local", "gather_facts": False, "tasks": [
         *({"ansible.builtin.include_vars": {"file": str(path)}} for path in role_vars if path.is_file()),
         {"ansible.builtin.template": {"src": str(ROLES / role / "templates" / template), "dest": str(destination)}},
     ]}]
@@ -80,13 +81,20 @@ def render_role_template(role, template, destination, variables=None, groups=Non
     return destination
 
 
-def render_balancer_config(workdir, variables, app_hosts):
+def render_balancer_config(workdir, variables, app_hosts, balancers=1):
     """The balancer role's nginx.conf in workdir, in front of app_hosts ({name: address}),
-    with its system paths (pid, logs, user) moved into workdir so that nginx runs unprivileged."""
+    for a fleet of `balancers` balancers, with its system paths (pid, logs, user) moved
+    into workdir so that nginx runs unprivileged."""
     workdir = Path(workdir)
+    peers = {f"lb-peer{n}": "127.0.0.1" for n in range(1, balancers)}
     config = render_role_template("balancer", "nginx.conf.j2", workdir / "nginx.conf", variables,
-                                  groups={"app": app_hosts}, local_group="lb")
+                                  groups={"app": app_hosts, "lb": peers}, local_group="lb")
     text = config.read_text().replace("user www-data;", "")
     text = text.replace("/run/nginx.pid", str(workdir / "nginx.pid")).replace("/var/log/nginx/", f"{workdir}/")
     config.write_text(text)
     return config
+
+
+def role_defaults(role):
+    """roles/<role>/defaults/main.yml as a dict."""
+    return yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())

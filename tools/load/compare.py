@@ -55,8 +55,9 @@ SETUPS = {
 }
 
 
-# The load generator is one client address: the role's per-client limit would refuse it.
-ONE_GENERATOR_UNLIMITED = {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 10000}
+# The load generator is one client address: the role's per-client limits would refuse it.
+ONE_GENERATOR_UNLIMITED = {"balancer_rate_limit": 100000, "balancer_rate_limit_burst": 10000,
+                           "balancer_client_connection_limit": 100000}
 
 
 def overload_node(lo: Processes, redis_url: str, total_limit: int) -> str:
@@ -71,7 +72,8 @@ def app_nodes(lo: Processes, redis_url: str, count: int) -> str:
     hosts = tuple(f"127.0.0.{n}" for n in range(2, 2 + count))
     for host in hosts:
         lo.turnomatic(redis_url, processes=2, port=port, host=host, cpu_percent=25)
-    return lo.balancer(port, ONE_GENERATOR_UNLIMITED, hosts)
+    # The nodes' capacity, not the total limit the role derives from a measured one.
+    return lo.balancer(port, {**ONE_GENERATOR_UNLIMITED, "balancer_total_rate_limit": 0}, hosts)
 
 
 def wrk_throughput(target: str, seconds: int) -> float:
