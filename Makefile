@@ -18,7 +18,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # VMs, and the suites that reuse the converged fleet (monitoring, load).
 TEST_DIRS := tests/app tests/balancer tests/lab tests/roles tests/fleet tests/monitoring tests/load
 
-.PHONY: help setup up run test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
+.PHONY: help setup up run test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault autoscale
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -80,3 +80,7 @@ load-smoke: setup ## the short, bounded load run CI makes (real redis-server, tu
 
 load-lab: setup ## the capacity runs on the lab fleet: 1, 2, 4 app VMs, Redis +5 ms, overload
 	$(BIN)/python tests/load/lab_capacity.py
+
+# make autoscale [DRY_RUN=1]: one decision per interval until stopped (docs/capacity.md "Autoscaling")
+autoscale: setup ## the app tier's autoscaler on the lab fleet; DRY_RUN=1 prints decisions without acting
+	$(BIN)/python -m tools.autoscale $(if $(DRY_RUN),--dry-run)
