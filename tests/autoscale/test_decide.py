@@ -71,6 +71,11 @@ def test_no_action_inside_the_tolerance_band():
     assert decide(policy, T0, steady(hosts), at(hosts, 0.6 * 1.09)).desired == 4
     # 1.11 × the target: outside, one more host.
     assert decide(policy, T0, steady(hosts), at(hosts, 0.6 * 1.11)).desired == 5
+    # Downwards: 20 hosts at 0.91 × the target would be ceil(18.2) = 19 without the band.
+    policy = Policy(target=0.6, min_hosts=1, max_hosts=30, stabilization_seconds=0)
+    hosts = [f"app{i}" for i in range(20)]
+    assert decide(policy, T0, steady(hosts), at(hosts, 0.6 * 0.91)).desired == 20
+    assert decide(policy, T0, steady(hosts), at(hosts, 0.6 * 0.89)).desired == 19
 
 
 @pytest.mark.parametrize("utilisation", [
