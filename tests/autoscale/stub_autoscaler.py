@@ -4,6 +4,8 @@ the StatsD metrics) with the two parts that need the lab replaced:
 
 - the actuator appends each call as a JSON line to $STUB_CALLS and, when its
   name is $STUB_PAUSE_IN, then sleeps 120 s (the test kills the process there);
+- when its name is $STUB_FAIL_IN, it raises PlaybookFailed after recording, once
+  (as a failed playbook would);
 - every host's utilisation is $STUB_UTILISATION (a float).
 
     python stub_autoscaler.py [autoscaler options]
@@ -16,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tools.autoscale.__main__ import main  # noqa: E402
+from tools.autoscale.actuate import PlaybookFailed  # noqa: E402
 
 
 class RecordingActuator:
@@ -27,6 +30,9 @@ class RecordingActuator:
             calls.write(json.dumps({"call": call, "host": host, "in_service": in_service, "pid": os.getpid()}) + "\n")
         if os.environ.get("STUB_PAUSE_IN") == call:
             time.sleep(120)
+        if os.environ.get("STUB_FAIL_IN") == call:
+            os.environ["STUB_FAIL_IN"] = ""
+            raise PlaybookFailed(f"{call} of {host}: the stub's failure")
 
     def scale_out(self, host, in_service):
         self.record("scale_out", host, in_service)

@@ -41,8 +41,9 @@ def setup(tmp_path):
     calls = tmp_path / "calls.jsonl"
     processes = []
 
-    def run(utilisation, *args, pause_in=None, wait=True):
-        env = dict(os.environ, STUB_CALLS=str(calls), STUB_UTILISATION=str(utilisation), STUB_PAUSE_IN=pause_in or "")
+    def run(utilisation, *args, pause_in=None, fail_in=None, wait=True):
+        env = dict(os.environ, STUB_CALLS=str(calls), STUB_UTILISATION=str(utilisation), STUB_PAUSE_IN=pause_in or "",
+                   STUB_FAIL_IN=fail_in or "")
         process = subprocess.Popen([sys.executable, str(STUB), "-i", str(inventory), *args], env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         processes.append(process)
@@ -159,3 +160,15 @@ def test_a_scale_out_that_had_finished_is_not_undone(setup):
     assert read_calls(calls) == []
     assert not (state_dir / "journal.json").exists()
     assert json.loads((state_dir / "state.json").read_text())["pool_in_service"] == {"t3": 1.0}
+
+
+def test_a_failed_playbook_is_rolled_back_at_the_next_interval_by_the_same_process(setup):
+    run, state_dir, calls, _ = setup
+    status, out, err = run(0.95, "--decisions", "2", fail_in="scale_out")
+    assert status == 0, err
+    assert "scale_out of t3: the stub's failure" in out
+    # Interval 1: the scale-out fails; interval 2: it is rolled back, then the load asks again.
+    assert [(c["call"], c["host"]) for c in read_calls(calls)] == [
+        ("scale_out", "t3"), ("scale_in", "t3"), ("scale_out", "t3")]
+    assert not (state_dir / "journal.json").exists()
+    assert list(json.loads((state_dir / "state.json").read_text())["pool_in_service"]) == ["t3"]

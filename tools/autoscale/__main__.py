@@ -22,7 +22,7 @@ from pathlib import Path
 import statsd
 
 from . import graphite
-from .actuate import Actuator, Ansible
+from .actuate import Actuator, Ansible, PlaybookFailed
 from .decide import Decision, Policy, decide
 from .state import Lock, LockBusy, Store
 
@@ -161,12 +161,16 @@ class Autoscaler:
         count = 0
         while decisions is None or count < decisions:
             started = self.clock()
-            if not self.dry_run:
-                self.recover()
-            elif self.store.pending():
-                log.warning("journal: an unfinished action %s; the next run that acts deals with it",
-                            json.dumps(self.store.pending()))
-            self.decide_once()
+            try:
+                if not self.dry_run:
+                    self.recover()
+                elif self.store.pending():
+                    log.warning("journal: an unfinished action %s; the next run that acts deals with it",
+                                json.dumps(self.store.pending()))
+                self.decide_once()
+            except PlaybookFailed as failure:
+                # The journal stays: the next interval rolls the action back or finishes it.
+                log.error("%s", failure)
             count += 1
             if decisions is None or count < decisions:
                 self.sleep(max(0.0, started + self.config.interval - self.clock()))
