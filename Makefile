@@ -83,4 +83,4 @@ load-lab: setup ## the capacity runs on the lab fleet: 1, 2, 4 app VMs, Redis +5
 
 # make autoscale [DRY_RUN=1]: one decision per interval until stopped (docs/capacity.md "Autoscaling")
 autoscale: setup ## the app tier's autoscaler on the lab fleet; DRY_RUN=1 prints decisions without acting
-	$(BIN)/python -m tools.autoscale $(if $(DRY_RUN),--dry-run)
+	$(BIN)/python -m tools.autoscale $(if $(filter 1,$(DRY_RUN)),--dry-run)
