@@ -19,7 +19,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # reuse the converged fleet (monitoring, load). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault
+.PHONY: help setup up run check test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault autoscale
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -100,3 +100,7 @@ load-smoke: setup ## the short, bounded load run CI makes (real redis-server, tu
 
 load-lab: setup ## the capacity runs on the lab fleet: 1, 2, 4 app VMs, Redis +5 ms, overload
 	$(BIN)/python -m tools.load.lab_capacity
+
+# make autoscale [DRY_RUN=1]: one decision per interval until stopped (docs/capacity.md "Autoscaling")
+autoscale: setup ## the app tier's autoscaler on the lab fleet; DRY_RUN=1 prints decisions without acting
+	$(BIN)/python -m tools.autoscale $(if $(filter 1,$(DRY_RUN)),--dry-run)

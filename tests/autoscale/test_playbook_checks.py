@@ -1,0 +1,36 @@
+"""The scale playbooks run through the autoscaler's own ansible-runner wrapper, on
+the lab inventory, with requests they must refuse: their first play (on the
+control machine) stops them before any host is contacted, and the failure comes
+back as PlaybookFailed with the run's output kept. No VM is needed or touched."""
+import pytest
+
+from tools.autoscale.actuate import Ansible, PlaybookFailed
+
+INVENTORIES = ["inventory/lab", "inventory/lab/scaleout.yml"]
+
+
+NOWHERE = {"ansible_host": "127.0.0.9", "ansible_port": 9}
+
+
+@pytest.mark.parametrize("playbook, in_service, limit", [
+    # the new host missing from the hosts in service (the limit the autoscaler gives)
+    ("playbooks/scale_out.yml", ["app1", "app2"], "localhost:all:!lb:!app4"),
+    ("playbooks/scale_in.yml", ["app1", "app2", "app3"], None),     # the leaving host still in them
+    ("playbooks/scale_in.yml", ["app1", "nosuchhost"], None),       # not an app host
+])
+def test_a_wrong_request_is_refused_before_any_host_is_contacted(tmp_path, playbook, in_service, limit):
+    ansible = Ansible(INVENTORIES)
+    ansible.runner_dir = tmp_path
+    with pytest.raises(PlaybookFailed, match=playbook):
+        ansible.playbook(playbook, {"autoscale_host": "app3", "autoscale_in_service": in_service, **NOWHERE},
+                         limit=limit)
+    stdout = next(tmp_path.glob("artifacts/*/stdout")).read_text()
+    assert "Check the host" in stdout and "usage: -e autoscale_host=HOST" in stdout
+    assert "app1" not in stdout.split("PLAY RECAP", 1)[1]     # only localhost ran
+
+
+def test_the_settings_come_from_the_inventory():
+    answer = Ansible(INVENTORIES).settings()
+    assert answer["pool"] == ["app3", "app4"] and answer["app"][:2] == ["app1", "app2"]
+    assert answer["settings"]["autoscale_state_dir"] == "/var/lib/turnomatic-lab/autoscale"
+    assert answer["settings"]["autoscale_graphite_url"].startswith("http://10.70.17.")
