@@ -52,6 +52,14 @@ def test_a_503_that_says_nothing_ran_never_explains_a_gap():
     assert ledger_of(ok("a", 2), answer("the store's answer was lost; the increment may have run")).violations() == []
 
 
+def test_the_balancers_503_that_nothing_was_sent_never_explains_a_gap():
+    """The balancer's own 503 (every app busy or unreachable) has its text in "error"."""
+    unsent = {"error": "no app could take the request now (all busy or unreachable); it was not sent, nothing was counted",
+              "status": 503}
+    assert ledger_of(ok("a", 2), {"id": "a", "status": 503, "body": json.dumps(unsent)}).violations() == [
+        "a: 1 number(s) missing below 2, only 0 request(s) with an unknown outcome"]
+
+
 def test_bodies_that_are_not_a_ticket_are_violations():
     ledger = ledger_of(
         {"id": "a", "status": 200, "body": "<html>"},

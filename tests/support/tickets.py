@@ -17,8 +17,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 MAX_SAFE_INTEGER = 2**53 - 1
-# How the service's 503 messages end when the increment certainly did not run.
-NOTHING_RAN = ("no increment was sent", "no increment ran")
+# How a 503 ends when the increment certainly did not run: the app's messages, and the
+# balancer's own 503 (roles/balancer/vars/main.yml), whose text is in its "error" field.
+NOTHING_RAN = ("no increment was sent", "no increment ran", "it was not sent, nothing was counted")
 
 
 @dataclass
@@ -68,7 +69,8 @@ class TicketLedger:
     @staticmethod
     def _nothing_ran(body: str) -> bool:
         try:
-            message = json.loads(body).get("message", "")
+            answer = json.loads(body)
+            message = answer.get("message", answer.get("error", ""))
         except (ValueError, AttributeError):
             return False
         return isinstance(message, str) and message.endswith(NOTHING_RAN)
