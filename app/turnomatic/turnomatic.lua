@@ -17,6 +17,11 @@
 -- was), or Redis's own refusal (permission...), all before anything was written.
 local function next_turno(keys, args)
   local key = keys[1]
+  local maximum = tonumber(args[1])
+  if not maximum then
+    -- Without it there would be no ceiling: refuse before anything is read or written.
+    return redis.error_reply('ERR turno_next needs the largest number to hand out as its argument')
+  end
   local value = redis.pcall('GET', key)
   if type(value) == 'table' then
     if string.sub(value.err, 1, 9) == 'WRONGTYPE' then
@@ -33,7 +38,7 @@ local function next_turno(keys, args)
     end
     -- Lua numbers are doubles: every integer up to 2^53-1 is exact and every larger
     -- one compares above the limit, so both comparisons are exact.
-    local current, maximum = tonumber(value), tonumber(args[1])
+    local current = tonumber(value)
     if current == maximum then
       return redis.error_reply('EXHAUSTED counter is at its maximum ' .. args[1])
     end

@@ -5,6 +5,7 @@ import socket
 import time
 
 import pytest
+import redis
 
 from tests.support.ports import free_port
 from tests.support.service import Service, get
@@ -70,6 +71,17 @@ def test_key_of_another_type_answers_500(redis_service, redis_client):
     assert (status, body["error"]) == (500, "corrupt_counter")
     assert "WRONGTYPE" in body["message"]
     assert redis_client.lrange("turno:list", 0, -1) == ["1"]
+
+
+def test_turno_next_without_its_maximum_refuses_and_writes_nothing(redis_server, redis_client):
+    """A caller that forgets the ceiling gets an error, not a counter without a limit."""
+    redis_server.load_library()
+    for seed in (None, "41"):
+        if seed:
+            redis_client.set("turno:nomax", seed)
+        with pytest.raises(redis.ResponseError, match="needs the largest number"):
+            redis_client.fcall("turno_next", 1, "turno:nomax")
+        assert redis_client.get("turno:nomax") == seed
 
 
 def test_library_loaded_again_after_function_flush(redis_service, redis_client):

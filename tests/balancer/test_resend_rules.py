@@ -132,6 +132,7 @@ def test_errors_of_nginx_itself_have_json_bodies(balancer, raw, status):
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == str(status).encode()
     assert b"Content-Type: application/json" in head
+    assert b"Cache-Control: no-store" in head
     assert json.loads(body) == {"error": json.loads(body)["error"], "status": status}
 
 
