@@ -10,7 +10,7 @@ Four servers:
 - bare: the bare callable on waitress as it comes (Python's 5 ms interval): the target's baseline;
 - bare, same interval: the bare callable with turnomatic's interval, so that
   turnomatic / it is what Flask and turnomatic's own code cost, nothing else;
-- minimal Flask: one route doing the same script (minimal_flask_app.py), same interval:
+- minimal Flask: one route doing the same increment (minimal_flask_app.py), same interval:
   minimal Flask / bare same interval is the most any Flask app reaches;
   turnomatic / minimal Flask is what turnomatic's own code costs.
 
