@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 
 from tests.support.ports import free_port
-from tests.support.waiting import wait_until_answers
 from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
 from turnomatic.cli import GIL_SWITCH_INTERVAL
 
@@ -70,13 +69,9 @@ def main():
             "bare same interval": (f"http://127.0.0.1:{bare_tuned_port}/turno/bench-bare-tuned", bare_tuned),
             "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask),
         }
-        for url, process in targets.values():
-            wait_until_answers(url, process)
-
-        print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
-              f"one waitress process ({args.app_threads} threads) each, redis-server on loopback; "
-              f"turnomatic's GIL switch interval {GIL_SWITCH_INTERVAL * 1000:g} ms", flush=True)
-        rates, costs = run_rounds(targets, args)
+        rates, costs = run_rounds(targets, args, f"one waitress process ({args.app_threads} threads) each, "
+                                  f"redis-server on loopback; turnomatic's GIL switch interval "
+                                  f"{GIL_SWITCH_INTERVAL * 1000:g} ms")
 
         def ratios(name, baseline):
             """req/s ratio per round, and CPU per request ratio per round (baseline's / name's)."""

@@ -22,7 +22,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.support.ports import free_port
-from tests.support.waiting import wait_until_answers
 from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
 from turnomatic.tracing import DEFAULT_SAMPLE_RATIO
 
@@ -74,13 +73,8 @@ def main():
                 )
                 processes.append(process)
                 targets[name] = (f"http://127.0.0.1:{port}/turno/bench-tracing-{len(targets)}", process)
-            for url, process in targets.values():
-                wait_until_answers(url, process)
-
-            print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
-                  f"one turnomatic process ({args.app_threads} threads) each, redis-server on loopback, "
-                  f"OTLP/HTTP to a discarding sink on loopback", flush=True)
-            rates, costs = run_rounds(targets, args)
+            rates, costs = run_rounds(targets, args, f"one turnomatic process ({args.app_threads} threads) each, "
+                                      "redis-server on loopback, OTLP/HTTP to a discarding sink on loopback")
             if not DiscardingSink.exports:
                 sys.exit("the sink received no export: the traced servers did not trace")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tests.support.processes import cpu_seconds
 from tests.support.service import RedisServer
+from tests.support.waiting import wait_until_answers
 
 
 def parse_args(description, app_threads_help):
@@ -75,10 +76,15 @@ def wrk(url, seconds, threads, connections, pid):
     return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), cpu / requests * 1e6
 
 
-def run_rounds(targets, args):
-    """targets: {name: (url, process)}. A short warm-up of each, then args.rounds alternating
-    rounds, each printed; returns ({name: [req/s per round]}, {name: [CPU us/req per round]})
+def run_rounds(targets, args, setup):
+    """targets: {name: (url, process)}. Once each answers, a line saying what runs (wrk's
+    options, then `setup`), a short warm-up of each, then args.rounds alternating rounds,
+    each printed; returns ({name: [req/s per round]}, {name: [CPU us/req per round]})
     after printing the medians."""
+    for url, process in targets.values():
+        wait_until_answers(url, process)
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, {setup}",
+          flush=True)
     for url, process in targets.values():
         wrk(url, 2, args.threads, args.connections, process.pid)
     rates = {name: [] for name in targets}
