@@ -83,7 +83,7 @@ lint: setup ## yamllint and ansible-lint (production profile) over every playboo
 
 # make bench-app ROUNDS=5 SECONDS=10 (or BENCH_ARGS="--connections 64"); exits 1 when the target is not met
 BENCH_ARGS ?=
-bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis INCR, same run; target >= 0.90
+bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis increment, same run; target >= 0.90
 	$(BIN)/python -m tools.bench.bench_app $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
 
 bench-tracing: setup ## wrk: turnomatic with tracing off, at the default sampling and at 100 %, same run

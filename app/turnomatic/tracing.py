@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # requests that come without one this fraction is traced. 1 %: a traced request costs
 # the process about twice the CPU of an untraced one (the SDK's spans and the protobuf
 # encoding), so 10 % cost 12 % of the throughput and 1 % keeps within the 5 % budget
-# (docs/monitoring.md, tests/bench/bench_tracing.py); one process at 2,500 req/s still
+# (docs/monitoring.md, tools/bench/bench_tracing.py); one process at 2,500 req/s still
 # sends 25 traces a second.
 DEFAULT_SAMPLE_RATIO = 0.01
 

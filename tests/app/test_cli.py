@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.service import get
-from tests.support.statsd import counters_from, received_lines
+from tests.support.statsd import counters_from, received_lines, udp_listener
 
 
 def run(*args, env=None, timeout=30):
@@ -114,9 +114,7 @@ def test_a_mistyped_store_url_never_shows_its_password(url):
 
 def test_statsd_over_ipv6(start_service):
     """[::1]:port, as documented, reaches a StatsD listening on IPv6 loopback."""
-    listener = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    listener.bind(("::1", 0))
-    listener.settimeout(0.5)
+    listener = udp_listener(0.5, "::1")
     try:
         service = start_service("--statsd", "[::1]:%d" % listener.getsockname()[1])
         assert get(service.base, "/turno/v6")[0] == 200

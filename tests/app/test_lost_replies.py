@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.service import get
-from tests.support.statsd import counters_from, received_lines
+from tests.support.statsd import counters_from, received_lines, udp_listener
 from tests.support.waiting import wait_for
 
 
@@ -92,9 +92,7 @@ class ReplyDroppingProxy:
 
 @pytest.mark.parametrize("how", ["close", "reset"])
 def test_lost_replies_say_the_increment_may_have_run(start_service, redis_server, redis_client, how):
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd.bind(("127.0.0.1", 0))
-    statsd.settimeout(0.5)
+    statsd = udp_listener(0.5)
     proxy = ReplyDroppingProxy(redis_server.port, every=3, how=how)
     try:
         service = start_service("--threads", "4", "--store", f"redis://127.0.0.1:{proxy.port}/0",

@@ -7,14 +7,12 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.service import get
-from tests.support.statsd import counters_from, received_lines
+from tests.support.statsd import counters_from, received_lines, udp_listener
 
 
 @pytest.fixture
 def statsd_listener():
-    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.settimeout(0.5)
+    listener = udp_listener(0.5)
     yield listener
     listener.close()
 

@@ -6,15 +6,13 @@ import threading
 import time
 
 from tests.support.service import get
-from tests.support.statsd import counters_from, received_lines
+from tests.support.statsd import counters_from, received_lines, udp_listener
 
 
 def test_clients_gone_while_queued_take_no_number(start_service, redis_server, redis_client):
     """One thread, held by a request waiting on a sleeping Redis; 20 clients send a
     request behind it and hang up. When Redis wakes, only the first request counts."""
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd.bind(("127.0.0.1", 0))
-    statsd.settimeout(0.5)
+    statsd = udp_listener(0.5)
     service = start_service("--threads", "1", "--store", redis_server.url + "?socket_timeout=5",
                             "--statsd", "127.0.0.1:%d" % statsd.getsockname()[1])
     host, port = service.base.split(":")
@@ -41,9 +39,7 @@ def test_clients_gone_while_queued_take_no_number(start_service, redis_server, r
 
 
 def test_queue_depth_is_a_gauge_and_one_log_line(start_service, redis_server):
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd.bind(("127.0.0.1", 0))
-    statsd.settimeout(0.5)
+    statsd = udp_listener(0.5)
     service = start_service("--threads", "1", "--store", redis_server.url + "?socket_timeout=5",
                             "--statsd", "127.0.0.1:%d" % statsd.getsockname()[1])
     sleeper = threading.Thread(target=redis_server.client().execute_command, args=("DEBUG", "SLEEP", "0.5"))

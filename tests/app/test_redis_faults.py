@@ -17,7 +17,7 @@ from tests.support.waiting import wait_for
 
 def test_timed_out_increment_ran_exactly_once(start_service, redis_server, redis_client):
     """DEBUG SLEEP blocks Redis past the client's socket timeout: the service answers 503
-    and drops the connection, but the scripted INCR it sent is already in Redis's socket
+    and drops the connection, but the FCALL turno_next it sent is already in Redis's socket
     buffer and runs when Redis wakes up. It must run once: a retry would run it twice.
     The number it took is never delivered: that is a gap, not a duplicate."""
     service = start_service("--store", redis_server.url + "?socket_timeout=0.3")

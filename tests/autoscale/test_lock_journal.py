@@ -6,14 +6,14 @@ crash or a power cut would stop them."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
+from tests.support.autoscale import write_inventory
+from tests.support.statsd import udp_listener
+from tests.support.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 STUB = HERE / "stub_autoscaler.py"
@@ -22,22 +22,13 @@ STUB = HERE / "stub_autoscaler.py"
 @pytest.fixture
 def setup(tmp_path):
     """(run, state_dir, calls, statsd socket): run(utilisation, *args, pause_in=None, wait=True)."""
-    metrics = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    metrics.bind(("127.0.0.1", 0))
-    metrics.settimeout(5)
+    metrics = udp_listener(5)
     state_dir = tmp_path / "state"
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {
-        "children": {"app": {"hosts": {h: {"ansible_host": "127.0.0.1"} for h in ("t1", "t2", "t3", "t4")}},
-                     "app_pool": {"hosts": {"t3": None, "t4": None}}},
-        "vars": {"autoscale_target": 0.6, "autoscale_tolerance": 0.1, "autoscale_min_hosts": 2,
-                 "autoscale_max_hosts": 4, "autoscale_max_step": 1, "autoscale_interval_seconds": 1,
-                 "autoscale_warmup_seconds": 0, "autoscale_stabilization_seconds": 0,
-                 "autoscale_window_seconds": 60, "autoscale_min_points": 3,
-                 "autoscale_graphite_url": "http://127.0.0.1:9", "autoscale_host_cores": 1,
-                 "autoscale_statsd": f"127.0.0.1:{metrics.getsockname()[1]}",
-                 "autoscale_state_dir": str(state_dir),
-                 "autoscale_provision_playbook": "unused.yml", "autoscale_deprovision_playbook": "unused.yml"}}}))
+    inventory = write_inventory(
+        tmp_path / "hosts.yml", ("t1", "t2", "t3", "t4"), ("t3", "t4"),
+        max_hosts=4, warmup_seconds=0, stabilization_seconds=0, window_seconds=60,
+        graphite_url="http://127.0.0.1:9", host_cores=1, statsd=f"127.0.0.1:{metrics.getsockname()[1]}",
+        state_dir=str(state_dir), provision_playbook="unused.yml", deprovision_playbook="unused.yml")
     calls = tmp_path / "calls.jsonl"
     processes = []
 
@@ -64,19 +55,10 @@ def read_calls(calls):
     return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
 
 
-def wait_for(check, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_only_one_autoscaler_acts_at_a_time(setup):
     run, state_dir, calls, metrics = setup
     first = run(0.6, wait=False)                     # on target: decides every second, no action
-    assert wait_for(lambda: (state_dir / "state.json").exists()), "the first autoscaler never decided"
+    assert wait_until(lambda: (state_dir / "state.json").exists(), 60, 0.2), "the first autoscaler never decided"
     holder = (state_dir / "lock").read_text().strip()
     assert holder == str(first.pid)
 
@@ -112,7 +94,7 @@ def test_each_decision_is_sent_to_statsd(setup):
 def kill_in(run, state_dir, calls, utilisation, call):
     """Start an autoscaler, SIGKILL it inside its first `call` (scale_out/scale_in)."""
     process = run(utilisation, pause_in=call, wait=False)
-    assert wait_for(lambda: any(c["call"] == call for c in read_calls(calls))), process.stderr.read()
+    assert wait_until(lambda: any(c["call"] == call for c in read_calls(calls)), 60, 0.2), process.stderr.read()
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     return json.loads((state_dir / "journal.json").read_text())

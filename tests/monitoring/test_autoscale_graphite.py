@@ -6,14 +6,13 @@ import json
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-import yaml
 from tests.support.alerting import aligned_now
+from tests.support.autoscale import write_inventory
+from tests.support.paths import REPO
+from tests.support.statsd import udp_listener
 from tests.support.waiting import wait_until
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tools.autoscale import graphite  # noqa: E402
+from tools.autoscale import graphite
 
 STEP = 10
 
@@ -67,24 +66,15 @@ def test_dry_run_reads_graphite_decides_and_acts_on_nothing(loopback_graphite, t
     send(line_port, cpu_points("dryapp1", [0.45] * 6, end) + cpu_points("dryapp2", [0.45] * 6, end))
     assert wait_until(lambda: all(v is not None for v in graphite.app_utilisation(
         url, ["dryapp1", "dryapp2"], {"dryapp1": 0.5, "dryapp2": 0.5}, 90, 3)[0].values()), 30, 0.5)
-    metrics = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    metrics.bind(("127.0.0.1", 0))
-    metrics.settimeout(10)
+    metrics = udp_listener(10)
     state_dir = tmp_path / "state"
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {
-        "children": {"app": {"hosts": {h: {"ansible_host": "127.0.0.1"} for h in ("dryapp1", "dryapp2", "dryapp3")}},
-                     "app_pool": {"hosts": {"dryapp3": None}}},
-        "vars": {"autoscale_target": 0.6, "autoscale_tolerance": 0.1, "autoscale_min_hosts": 2,
-                 "autoscale_max_hosts": 3, "autoscale_max_step": 1, "autoscale_interval_seconds": 1,
-                 "autoscale_warmup_seconds": 60, "autoscale_stabilization_seconds": 300,
-                 "autoscale_window_seconds": 90, "autoscale_min_points": 3, "autoscale_graphite_url": url,
-                 "autoscale_host_cores": 0.5, "autoscale_statsd": f"127.0.0.1:{metrics.getsockname()[1]}",
-                 "autoscale_state_dir": str(state_dir), "autoscale_provision_playbook": "absent.yml",
-                 "autoscale_deprovision_playbook": "absent.yml"}}}))
-    repo = Path(__file__).resolve().parents[2]
+    inventory = write_inventory(
+        tmp_path / "hosts.yml", ("dryapp1", "dryapp2", "dryapp3"), ("dryapp3",),
+        max_hosts=3, warmup_seconds=60, stabilization_seconds=300, window_seconds=90, graphite_url=url,
+        host_cores=0.5, statsd=f"127.0.0.1:{metrics.getsockname()[1]}", state_dir=str(state_dir),
+        provision_playbook="absent.yml", deprovision_playbook="absent.yml")
     result = subprocess.run([sys.executable, "-m", "tools.autoscale", "--dry-run", "--decisions", "2",
-                             "-i", str(inventory)], cwd=repo, capture_output=True, text=True, timeout=120)
+                             "-i", str(inventory)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     decisions = [json.loads(line.split(" INFO ", 1)[1]) for line in result.stdout.splitlines() if '"action"' in line]
     assert len(decisions) == 2

@@ -2,7 +2,7 @@
 
 The alert rules are read from the rule file on the monitoring host (the file
 Grafana reads) and evaluated on the real Graphite data through its render API
-(alerting.py); the load, the CPU burn and the Redis cut are bounded in time
+(tests/support/alerting.py); the load, the CPU burn and the Redis cut are bounded in time
 and stop by themselves.
 """
 import json

@@ -5,37 +5,15 @@ control machine against an inventory of two balancers and two app hosts, with th
 roles' defaults and one setting changed at a time.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.support.paths import REPO
-
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.ansible import run_role_asserts
 
 
 def run_assert(tmp_path, role, extra_vars, app_vars=None):
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    inventory = {"all": {"children": {
-        "lb": {"hosts": {"lb1": local, "lb2": local}},
-        "app": {"hosts": {"app1": {**local, "ansible_host": "127.0.0.21", **(app_vars or {})},
-                          "app2": {**local, "ansible_host": "127.0.0.22"}}},
-    }}}
-    hosts = "lb1" if role == "balancer" else "app1"
-    playbook = [{"name": f"The {role} role's assertions", "hosts": hosts, "gather_facts": False, "tasks": [
-        {"ansible.builtin.include_vars": {"file": str(REPO / "roles" / role / "defaults" / "main.yml")}},
-        {"ansible.builtin.include_tasks": {"file": str(REPO / "roles" / role / "tasks" / "assert.yml")}},
-    ]}]
-    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
-    (tmp_path / "play.json").write_text(json.dumps(playbook))
-    return subprocess.run(
-        [ANSIBLE_PLAYBOOK, "-i", tmp_path / "inventory.json", tmp_path / "play.json", "-e", json.dumps(extra_vars)],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")),
-    )
+    groups = {"lb": {"lb1": None, "lb2": None},
+              "app": {"app1": {"ansible_host": "127.0.0.21", **(app_vars or {})}, "app2": {"ansible_host": "127.0.0.22"}}}
+    return run_role_asserts(role, tmp_path, extra_vars, groups, host="lb1" if role == "balancer" else "app1")
 
 
 TURNOMATIC_STORE = {"turnomatic_store": "redis://127.0.0.1:6379/0", "turnomatic_instances": 2}

@@ -2,31 +2,15 @@
 unless redis_duplicates_accepted says so. Only the role's assertion tasks run, on the
 control machine (connection local): no VM needed."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ansible import run_role_asserts
+
 PASSWORDS = {"redis_app_password": "a" * 16, "redis_admin_password": "b" * 16}
 
 
 def run_assertions(tmp_path, **variables):
-    playbook = tmp_path / "assert.yml"
-    playbook.write_text(
-        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
-        "    - ansible.builtin.include_role:\n        name: redis\n        tasks_from: assert\n"
-    )
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    return subprocess.run(
-        [Path(sys.executable).parent / "ansible-playbook", "-i", "localhost,", str(playbook),
-         "-e", json.dumps({**PASSWORDS, **variables})],
-        capture_output=True, text=True, env=env, timeout=120, cwd=REPO,
-    )
+    return run_role_asserts("redis", tmp_path, {**PASSWORDS, **variables})
 
 
 UNSAFE = {

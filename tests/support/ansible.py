@@ -81,6 +81,26 @@ def render_role_template(role, template, destination, variables=None, groups=Non
     return destination
 
 
+def run_role_asserts(role, workdir, variables=None, groups=None, host="localhost"):
+    """The role's own checks (roles/<role>/tasks/assert.yml, through include_role, so its
+    defaults and vars apply as in a real run) on `host`, connection local, with `variables`
+    as extra vars. groups ({group: {host: host vars}}) is the inventory, for checks that read
+    groups[...] and hostvars; without it, `host` alone. The CompletedProcess: a refusal is a
+    non-zero returncode with the assert's fail_msg in stdout."""
+    workdir = Path(workdir)
+    local = {"ansible_connection": "local", "ansible_python_interpreter": str(BIN / "python")}
+    children = {group: {"hosts": {name: {**local, **(hostvars or {})} for name, hostvars in hosts.items()}}
+                for group, hosts in (groups or {"local": {host: None}}).items()}
+    playbook = [{"name": f"The {role} role's checks", "hosts": host, "gather_facts": False, "tasks": [
+        {"ansible.builtin.include_role": {"name": role, "tasks_from": "assert"}},
+    ]}]
+    (workdir / "asserts.inventory.json").write_text(json.dumps({"all": {"children": children}}))
+    (workdir / "asserts.play.json").write_text(json.dumps(playbook))
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(workdir / "asserts.inventory.json"),
+                           str(workdir / "asserts.play.json"), "-e", json.dumps(variables or {})],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+
+
 def render_balancer_config(workdir, variables, app_hosts, balancers=1):
     """The balancer role's nginx.conf in workdir, in front of app_hosts ({name: address}),
     for a fleet of `balancers` balancers, with its system paths (pid, logs, user) moved

@@ -162,7 +162,7 @@ def check_directories(provisioning_dir, dashboards_from, dashboards_dir):
 
 
 if __name__ == "__main__":
-    # provisioning.py PROVISIONING_DIR DASHBOARD_FILES_DIR DASHBOARDS_DIR_ON_THE_HOST
+    # grafana_provisioning.py PROVISIONING_DIR DASHBOARD_FILES_DIR DASHBOARDS_DIR_ON_THE_HOST
     found = check_directories(*sys.argv[1:4])
     print("\n".join(found) or "provisioning files: no problem found")
     sys.exit(1 if found else 0)

@@ -10,7 +10,7 @@ Four servers:
 - bare: the bare callable on waitress as it comes (Python's 5 ms interval): the target's baseline;
 - bare, same interval: the bare callable with turnomatic's interval, so that
   turnomatic / it is what Flask and turnomatic's own code cost, nothing else;
-- minimal Flask: one route doing the same script (minimal_flask_app.py), same interval:
+- minimal Flask: one route doing the same increment (minimal_flask_app.py), same interval:
   minimal Flask / bare same interval is the most any Flask app reaches;
   turnomatic / minimal Flask is what turnomatic's own code costs.
 
@@ -23,21 +23,14 @@ It ends with the target and whether it is met, and exits 1 when it is not.
     make bench-app [ROUNDS=N] [SECONDS=S]   # or: .venv/bin/python -m tools.bench.bench_app [--rounds N --seconds S]
 """
 
-import argparse
 import os
-import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from tests.support.ports import free_port
-from tests.support.processes import cpu_seconds
-from tests.support.service import RedisServer
-from tests.support.waiting import wait_until_answers
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
 from turnomatic.cli import GIL_SWITCH_INTERVAL
 
 HERE = Path(__file__).resolve().parent
@@ -45,126 +38,67 @@ HERE = Path(__file__).resolve().parent
 TARGET = 0.90
 
 
-def wrk(url, seconds, threads, connections, pid):
-    """req/s, and the server's CPU microseconds per request (steadier than req/s on a busy machine)."""
-    cpu_before = cpu_seconds(pid)
-    output = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url],
-        capture_output=True, text=True, check=True, timeout=seconds + 30,
-    ).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if errors or "Socket errors" in output:
-        sys.exit(f"wrk saw errors against {url}:\n{output}")
-    cpu = cpu_seconds(pid) - cpu_before
-    requests = int(re.search(r"(\d+) requests in", output).group(1))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), cpu / requests * 1e6
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run (default 10)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--app-threads", type=int, default=4, help="waitress threads of both servers (default 4)")
-    args = parser.parse_args()
-    if args.rounds < 1 or args.seconds < 1:
-        parser.error("--rounds and --seconds must be at least 1")
-    if not shutil.which("wrk") or not shutil.which("redis-server"):
-        sys.exit("needs wrk and redis-server (make setup installs them)")
+    args = parse_args(__doc__, "waitress threads of every server")
+    _statsd_socket, statsd = statsd_sink()
+    with redis_and_servers("turnomatic-bench-") as (redis_url, processes):
+        app_port, bare_port, bare_tuned_port, flask_port = free_port(), free_port(), free_port(), free_port()
+        bench_env = {**os.environ, "BENCH_REDIS_URL": redis_url}
+        tuned_env = {**bench_env, "BENCH_GIL_SWITCH_INTERVAL": str(GIL_SWITCH_INTERVAL)}
+        python = sys.executable
+        app = subprocess.Popen(
+            [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd,
+             "--threads", str(args.app_threads)],
+            stderr=subprocess.DEVNULL,
+        )
 
-    processes = []
-    with tempfile.TemporaryDirectory(prefix="turnomatic-bench-") as workdir:
-        try:
-            redis = RedisServer(Path(workdir) / "redis", appendfsync=None).start()
-            processes.append(redis.process)
-            redis_url = redis.url
-            # A UDP socket for the metrics, never read: sending costs what it costs on a fleet.
-            statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            statsd_sink.bind(("127.0.0.1", 0))
-            statsd = "127.0.0.1:%d" % statsd_sink.getsockname()[1]
-
-            app_port, bare_port, bare_tuned_port, flask_port = free_port(), free_port(), free_port(), free_port()
-            bench_env = {**os.environ, "BENCH_REDIS_URL": redis_url}
-            tuned_env = {**bench_env, "BENCH_GIL_SWITCH_INTERVAL": str(GIL_SWITCH_INTERVAL)}
-            python = sys.executable
-            app = subprocess.Popen(
-                [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd,
-                 "--threads", str(args.app_threads)],
-                stderr=subprocess.DEVNULL,
+        def waitress_process(port, app_name, env):
+            return subprocess.Popen(
+                [python, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", str(args.app_threads),
+                 app_name],
+                cwd=HERE, env=env, stderr=subprocess.DEVNULL,
             )
 
-            def waitress_process(port, app_name, env):
-                return subprocess.Popen(
-                    [python, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", str(args.app_threads),
-                     app_name],
-                    cwd=HERE, env=env, stderr=subprocess.DEVNULL,
-                )
+        bare = waitress_process(bare_port, "bare_app:application", bench_env)
+        bare_tuned = waitress_process(bare_tuned_port, "bare_app:application", tuned_env)
+        minimal_flask = waitress_process(flask_port, "minimal_flask_app:app", tuned_env)
+        processes += [app, bare, bare_tuned, minimal_flask]
+        targets = {
+            "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app),
+            "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare),
+            "bare same interval": (f"http://127.0.0.1:{bare_tuned_port}/turno/bench-bare-tuned", bare_tuned),
+            "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask),
+        }
+        rates, costs = run_rounds(targets, args, f"one waitress process ({args.app_threads} threads) each, "
+                                  f"redis-server on loopback; turnomatic's GIL switch interval "
+                                  f"{GIL_SWITCH_INTERVAL * 1000:g} ms")
 
-            bare = waitress_process(bare_port, "bare_app:application", bench_env)
-            bare_tuned = waitress_process(bare_tuned_port, "bare_app:application", tuned_env)
-            minimal_flask = waitress_process(flask_port, "minimal_flask_app:app", tuned_env)
-            processes += [app, bare, bare_tuned, minimal_flask]
-            targets = {
-                "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app),
-                "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare),
-                "bare same interval": (f"http://127.0.0.1:{bare_tuned_port}/turno/bench-bare-tuned", bare_tuned),
-                "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask),
-            }
-            for url, process in targets.values():
-                wait_until_answers(url, process)
+        def ratios(name, baseline):
+            """req/s ratio per round, and CPU per request ratio per round (baseline's / name's)."""
+            return ([a / b for a, b in zip(rates[name], rates[baseline])],
+                    [b / a for a, b in zip(costs[name], costs[baseline])])
 
-            print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
-                  f"one waitress process ({args.app_threads} threads) each, redis-server on loopback; "
-                  f"turnomatic's GIL switch interval {GIL_SWITCH_INTERVAL * 1000:g} ms", flush=True)
-            for url, process in targets.values():  # warm up
-                wrk(url, 2, args.threads, args.connections, process.pid)
-            rates = {name: [] for name in targets}
-            costs = {name: [] for name in targets}
-            for round in range(1, args.rounds + 1):
-                for name, (url, process) in targets.items():
-                    rate, cost = wrk(url, args.seconds, args.threads, args.connections, process.pid)
-                    rates[name].append(rate)
-                    costs[name].append(cost)
-                print(f"round {round}: " + ", ".join(
-                    f"{name} {rates[name][-1]:.0f} req/s ({costs[name][-1]:.0f} us CPU/req)" for name in targets
-                ), flush=True)
+        def show(label, name, baseline):
+            rate_ratios, cost_ratios = ratios(name, baseline)
+            print(f"{label}\n"
+                  f"  req/s ratio      median {statistics.median(rate_ratios):.3f} "
+                  f"(rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})\n"
+                  f"  CPU/req ratio    median {statistics.median(cost_ratios):.3f} "
+                  f"(rounds {', '.join(f'{r:.3f}' for r in cost_ratios)})")
 
-            def ratios(name, baseline):
-                """req/s ratio per round, and CPU per request ratio per round (baseline's / name's)."""
-                return ([a / b for a, b in zip(rates[name], rates[baseline])],
-                        [b / a for a, b in zip(costs[name], costs[baseline])])
-
-            def show(label, name, baseline):
-                rate_ratios, cost_ratios = ratios(name, baseline)
-                print(f"{label}\n"
-                      f"  req/s ratio      median {statistics.median(rate_ratios):.3f} "
-                      f"(rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})\n"
-                      f"  CPU/req ratio    median {statistics.median(cost_ratios):.3f} "
-                      f"(rounds {', '.join(f'{r:.3f}' for r in cost_ratios)})")
-
-            print("median: " + ", ".join(
-                f"{name} {statistics.median(rates[name]):.0f} req/s ({statistics.median(costs[name]):.0f} us CPU/req)"
-                for name in targets
-            ))
-            print("req/s ratio: the first server's requests per second over the second's (above 1: the first serves more)\n"
-                  "CPU/req ratio: the second server's CPU time per request over the first's (above 1: the first spends "
-                  "less CPU per request; steadier than req/s when other work shares the machine)")
-            show("turnomatic / bare callable on waitress as it comes (the target):", "turnomatic", "bare")
-            show("turnomatic / bare with the same GIL interval (what Flask and turnomatic's code cost):",
-                 "turnomatic", "bare same interval")
-            show("minimal Flask / bare with the same GIL interval (the most a Flask app reaches):",
-                 "minimal Flask", "bare same interval")
-            show("turnomatic / minimal Flask (turnomatic's own code):", "turnomatic", "minimal Flask")
-            achieved = statistics.median(ratios("turnomatic", "bare")[0])
-            met = achieved >= TARGET
-            print(f"target: turnomatic serves >= {TARGET:.2f}x the req/s of the bare callable on waitress as it comes "
-                  f"(median of {args.rounds} rounds): {achieved:.2f}, {'met' if met else 'NOT met'}")
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=10)
+        print("req/s ratio: the first server's requests per second over the second's (above 1: the first serves more)\n"
+              "CPU/req ratio: the second server's CPU time per request over the first's (above 1: the first spends "
+              "less CPU per request; steadier than req/s when other work shares the machine)")
+        show("turnomatic / bare callable on waitress as it comes (the target):", "turnomatic", "bare")
+        show("turnomatic / bare with the same GIL interval (what Flask and turnomatic's code cost):",
+             "turnomatic", "bare same interval")
+        show("minimal Flask / bare with the same GIL interval (the most a Flask app reaches):",
+             "minimal Flask", "bare same interval")
+        show("turnomatic / minimal Flask (turnomatic's own code):", "turnomatic", "minimal Flask")
+        achieved = statistics.median(ratios("turnomatic", "bare")[0])
+        met = achieved >= TARGET
+        print(f"target: turnomatic serves >= {TARGET:.2f}x the req/s of the bare callable on waitress as it comes "
+              f"(median of {args.rounds} rounds): {achieved:.2f}, {'met' if met else 'NOT met'}")
     sys.exit(0 if met else 1)
 
 

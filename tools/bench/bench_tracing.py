@@ -14,23 +14,15 @@ than req/s on a shared machine.
     make bench-tracing        # or: .venv/bin/python -m tools.bench.bench_tracing [--rounds N --seconds S]
 """
 
-import argparse
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from pathlib import Path
-
 from tests.support.ports import free_port
-from tests.support.service import RedisServer
-from tests.support.waiting import wait_until_answers
-from tools.bench.bench_app import wrk
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
 from turnomatic.tracing import DEFAULT_SAMPLE_RATIO
 
 TARGET_COST = 0.05
@@ -55,22 +47,11 @@ class DiscardingSink(BaseHTTPRequestHandler):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run (default 10)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--app-threads", type=int, default=4, help="waitress threads of each server (default 4)")
-    args = parser.parse_args()
-    if not shutil.which("wrk") or not shutil.which("redis-server"):
-        sys.exit("needs wrk and redis-server (make setup installs them)")
-
+    args = parse_args(__doc__, "waitress threads of each server")
     sink = ThreadingHTTPServer(("127.0.0.1", 0), DiscardingSink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     endpoint = "http://127.0.0.1:%d" % sink.server_address[1]
-    statsd_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd_sink.bind(("127.0.0.1", 0))
-    statsd = "127.0.0.1:%d" % statsd_sink.getsockname()[1]
+    _statsd_socket, statsd = statsd_sink()
 
     # Tracing settings come from the environment only: none of ours may leak in.
     base_env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
@@ -80,12 +61,8 @@ def main():
         "100%": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"},
     }
     off, default, full = variants
-    processes = []
-    with tempfile.TemporaryDirectory(prefix="turnomatic-bench-tracing-") as workdir:
-        try:
-            redis_server = RedisServer(Path(workdir) / "redis", appendfsync=None).start()
-            processes.append(redis_server.process)
-            redis_url = redis_server.url
+    try:
+        with redis_and_servers("turnomatic-bench-tracing-") as (redis_url, processes):
             targets = {}
             for name, env in variants.items():
                 port = free_port()
@@ -96,31 +73,11 @@ def main():
                 )
                 processes.append(process)
                 targets[name] = (f"http://127.0.0.1:{port}/turno/bench-tracing-{len(targets)}", process)
-            for url, process in targets.values():
-                wait_until_answers(url, process)
-
-            print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
-                  f"one turnomatic process ({args.app_threads} threads) each, redis-server on loopback, "
-                  f"OTLP/HTTP to a discarding sink on loopback", flush=True)
-            for url, process in targets.values():  # warm up
-                wrk(url, 2, args.threads, args.connections, process.pid)
-            rates = {name: [] for name in targets}
-            costs = {name: [] for name in targets}
-            for round in range(1, args.rounds + 1):
-                for name, (url, process) in targets.items():
-                    rate, cost = wrk(url, args.seconds, args.threads, args.connections, process.pid)
-                    rates[name].append(rate)
-                    costs[name].append(cost)
-                print(f"round {round}: " + ", ".join(
-                    f"{name} {rates[name][-1]:.0f} req/s ({costs[name][-1]:.0f} us CPU/req)" for name in targets
-                ), flush=True)
+            rates, costs = run_rounds(targets, args, f"one turnomatic process ({args.app_threads} threads) each, "
+                                      "redis-server on loopback, OTLP/HTTP to a discarding sink on loopback")
             if not DiscardingSink.exports:
                 sys.exit("the sink received no export: the traced servers did not trace")
 
-            print("median: " + ", ".join(
-                f"{name} {statistics.median(rates[name]):.0f} req/s ({statistics.median(costs[name]):.0f} us CPU/req)"
-                for name in targets
-            ))
             for name in (default, full):
                 rate_costs = [1 - traced / untraced for traced, untraced in zip(rates[name], rates[off])]
                 cpu_costs = [traced / untraced - 1 for traced, untraced in zip(costs[name], costs[off])]
@@ -133,12 +90,8 @@ def main():
             met = lost <= TARGET_COST
             print(f"target: default sampling costs at most {TARGET_COST:.0%} of req/s: "
                   f"{'met' if met else 'NOT met'} ({lost:+.1%})")
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=10)
-            sink.shutdown()
+    finally:
+        sink.shutdown()
     sys.exit(0 if met else 1)
 
 
