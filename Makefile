@@ -15,8 +15,9 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 
 # Test directories in the order they run: fast loopback suites first, then the lab
 # (which leaves it down and wiped), the roles (Molecule), the fleet end to end on bare
-# VMs, and the suites that reuse the converged fleet (monitoring, load).
-TEST_DIRS := tests/app tests/balancer tests/lab tests/roles tests/fleet tests/monitoring tests/load
+# VMs, and the suites that reuse the converged fleet (monitoring, load, and the edge
+# failovers, last: they power balancers and a name server off and back on).
+TEST_DIRS := tests/app tests/balancer tests/lab tests/roles tests/fleet tests/monitoring tests/load tests/edge
 
 .PHONY: help setup up run test lint bench-app load load-smoke load-lab lab-up lab-status lab-down fault
 
