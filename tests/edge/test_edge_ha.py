@@ -200,9 +200,14 @@ def test_a_balancer_powered_off_costs_only_its_requests_in_flight(edge, balancer
           f"{Counter(r['outcome'] for r in records.failures())}, numbers lost {lost}")
 
     failed = [r for r in records.failures() if r["end"] < records.at(start_from)]
-    # Only requests already sent to the dead balancer may fail (at most one per client).
-    assert len(failed) <= THREADS + KEEPALIVE, failed
-    assert all(r["start"] <= instant + 0.5 and r["outcome"] == "sent" for r in failed), failed
+    # Only requests on the dying balancer fail: sent to its address before the
+    # other balancer took it, and over by then. (The lab's kill is SIGKILL to
+    # each process of the VM: while its nginx dies, connections it had just
+    # accepted are reset, so a client can lose more than one request in those
+    # milliseconds.)
+    stray = [r for r in failed if r["outcome"] != "sent" or r["address"] != address
+             or r["start"] > records.at(moved) or r["end"] > records.at(moved) + 1]
+    assert not stray, stray[:5]
     assert figures["seconds_until_rate_back"] <= RATE_BACK_TARGET_SECONDS, figures
     # After that, nobody waits for a connect timeout.
     late = [r for r in records.all if r["start"] > instant + figures["seconds_until_rate_back"]
