@@ -11,7 +11,9 @@ Two kinds of client, as users have them:
 Every request is recorded: [worker, start, end, outcome, address, id index,
 number], times in seconds after the run's `t0` (wall clock, shared with the
 control machine: the lab's VMs are containers on its kernel). Outcomes:
-"ok"; "resolve" (the name did not resolve); "connect" (no address accepted a
+"ok"; "closed" (a reused keep-alive connection the server closed before any
+byte of an answer: sent again on a new one, not a failure); "resolve" (the
+name did not resolve); "connect" (no address accepted a
 connection: nothing was sent); "sent" (an error after the request was written:
 the increment may have run); "status-N" (an answer other than 200).
 
@@ -109,6 +111,7 @@ class Run:
 
     def keepalive_worker(self, worker):
         connection = address = None
+        served = 0
         while not self.stop.is_set():
             id_index = random.randrange(self.args.ids)
             start = self.now()
@@ -121,12 +124,22 @@ class Run:
                     continue
                 connection = http.client.HTTPConnection(self.args.name, self.args.port, timeout=self.args.timeout)
                 connection.sock = sock
+            reused = connection.sock is not None and served > 0
             try:
                 outcome, number = self.exchange(connection, id_index)
+                served += 1
+            except http.client.RemoteDisconnected:
+                # Closed cleanly before any byte of an answer: on a reused
+                # connection, the server ending an idle or long-used keep-alive
+                # connection (nginx's keepalive_requests) as the request was
+                # written. Sent once more on a new connection, as browsers do.
+                outcome, number = ("closed" if reused else "sent"), None
+                connection.close()
+                connection, served = None, 0
             except (OSError, http.client.HTTPException, ValueError):
                 outcome, number = "sent", None
                 connection.close()
-                connection = None
+                connection, served = None, 0
             self.record(worker, start, outcome, address, id_index, number)
 
 

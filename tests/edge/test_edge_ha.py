@@ -82,7 +82,7 @@ class Records:
         return [r for r in self.all if r["outcome"] == "ok"]
 
     def failures(self):
-        return [r for r in self.all if r["outcome"] != "ok"]
+        return [r for r in self.all if r["outcome"] not in ("ok", "closed")]
 
     def rate(self, since, until):
         """Answered requests per second, by end time."""
