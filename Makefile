@@ -16,7 +16,8 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # pytest.ini and tests/conftest.py set what runs and in which order (docs/testing.md):
 # the loopback suites first, then the lab test (which leaves it down and wiped), the
 # roles' Molecule scenarios, the fleet end to end on bare VMs, and the suites that
-# reuse the converged fleet (monitoring, load). `make check` is the loopback part.
+# reuse the converged fleet (monitoring, load, and the edge
+# failovers, last: they power balancers and a name server off and back on). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
 .PHONY: help setup up run check test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault autoscale

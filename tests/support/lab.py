@@ -31,6 +31,8 @@ class Lab:
     ssh_key: str
     ssh_user: str
     ssh_options: tuple
+    # The balancers' virtual addresses (keepalived role): instance name → (address, master).
+    virtual_addresses: dict
 
     def address(self, host):
         return self.hosts[host]
@@ -72,6 +74,10 @@ def lab_facts(*inventories: Path) -> Lab:
     first = inventory.get_hosts()[0]
     templar = Templar(loader=loader, variables=variables.get_vars(host=first))
     fact = lambda name: templar.template(trust_as_template(f"{{{{ {name} }}}}"))  # noqa: E731
+    balancer = inventory.get_host(groups["lb"][0])
+    instances = Templar(loader=loader, variables=variables.get_vars(host=balancer)).template(
+        trust_as_template("{{ keepalived_instances }}"))
     return Lab(hosts=hosts, groups=groups, state_dir=Path(fact("lab_state_dir")), bridge=fact("lab_bridge"),
                ssh_key=fact("ansible_ssh_private_key_file"), ssh_user=fact("ansible_user"),
-               ssh_options=tuple(shlex.split(fact("ansible_ssh_common_args"))))
+               ssh_options=tuple(shlex.split(fact("ansible_ssh_common_args"))),
+               virtual_addresses={instance["name"]: (instance["address"], instance["master"]) for instance in instances})
