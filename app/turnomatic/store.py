@@ -177,15 +177,28 @@ class RedisStore:
         An error reply (Redis answered, so nothing ran) is raised as redis.ResponseError
         for the caller to sort out."""
         pool = self.client.connection_pool
-        try:
-            connection = pool.get_connection()
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise unreachable(self.address, error, "could not connect to the store", may_have_run=False) from None
-        try:
+        for attempt in range(2):
+            try:
+                connection = pool.get_connection()
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                raise unreachable(self.address, error, "could not connect to the store", may_have_run=False) from None
             try:
                 connection.send_command(*command)
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+                break
+            except redis.ConnectionError as error:
+                # The write itself failed (broken pipe, reset): the connection was dead
+                # before any of the command left, so nothing ran. A pooled connection that
+                # outlived a Redis outage fails just this way, once; the command goes once
+                # more on a new connection (the one redis-py closed connects afresh),
+                # which cannot count twice. A timeout while writing is not retried: part
+                # of the command may be on its way.
+                pool.release(connection)
+                if attempt:
+                    raise unreachable(self.address, error, "could not send to the store", may_have_run=False) from None
+            except redis.TimeoutError as error:
+                pool.release(connection)
                 raise unreachable(self.address, error, "could not send to the store", may_have_run=False) from None
+        try:
             try:
                 return connection.read_response()
             except redis.ResponseError:

@@ -48,7 +48,7 @@ def start_app(host, port):
 def balancer(tmp_path_factory):
     """The role's defaults in front of one real turnomatic process."""
     workdir = tmp_path_factory.mktemp("client-limits")
-    app_port, port, status_port = free_port(APP), free_port("127.0.0.1"), free_port("127.0.0.1")
+    app_port, port, status_port = free_port(APP), free_port("0.0.0.0"), free_port("127.0.0.1")
     conf = render_balancer_config(workdir, {"balancer_port": port, "balancer_status_port": status_port,
                                             "balancer_app_port": app_port}, {"app1": APP}).read_text()
     app = start_app(APP, app_port)
@@ -161,7 +161,7 @@ def test_every_answer_through_the_balancer_is_json(balancer, name, raw, status):
 def hanging(tmp_path_factory):
     """The role's defaults (but the total limit) in front of one app that reads each request and never answers."""
     workdir = tmp_path_factory.mktemp("hanging")
-    app_port, port, status_port = free_port("127.0.0.5"), free_port("127.0.0.1"), free_port("127.0.0.1")
+    app_port, port, status_port = free_port("127.0.0.5"), free_port("0.0.0.0"), free_port("127.0.0.1")
     render_balancer_config(workdir, {"balancer_port": port, "balancer_status_port": status_port,
                                      "balancer_app_port": app_port, "balancer_read_timeout": "2s",
                                      # 90 requests at once are above its burst: not what these tests are about.
@@ -229,7 +229,7 @@ def test_the_total_limit_is_on_by_default_and_answers_json_429(tmp_path):
     assert f"rate={rate}r/s;" in conf and f"burst={rate // 10} nodelay;" in conf
 
     # At the limit: 10 requests per second for all clients together, from 30 addresses at once.
-    app_port, port, status_port = free_port(APP), free_port("127.0.0.1"), free_port("127.0.0.1")
+    app_port, port, status_port = free_port(APP), free_port("0.0.0.0"), free_port("127.0.0.1")
     render_balancer_config(tmp_path, {"balancer_port": port, "balancer_status_port": status_port,
                                       "balancer_app_port": app_port, "balancer_app_host_rate": 10}, {"app1": APP})
     app = start_app(APP, app_port)

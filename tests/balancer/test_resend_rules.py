@@ -38,7 +38,8 @@ RATE_LIMIT_BURST = 20
 def balancer(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("balancer")
     app_port = free_port(*APPS.values())
-    port, status_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    # nginx listens on every address: the port must be free on all of them.
+    port, status_port = free_port("0.0.0.0"), free_port("127.0.0.1")
     render_balancer_config(
         workdir,
         {

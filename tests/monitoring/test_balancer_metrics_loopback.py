@@ -41,7 +41,8 @@ def balancer(tmp_path_factory):
         pytest.fail("nginx is not installed (make setup installs it)")
     workdir = tmp_path_factory.mktemp("balancer-metrics")
     app_port = free_port(*APPS.values())
-    port, status_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    # nginx listens on every address: the port must be free on all of them.
+    port, status_port = free_port("0.0.0.0"), free_port("127.0.0.1")
     render_balancer_config(workdir, {
         "balancer_port": port, "balancer_status_port": status_port, "balancer_app_port": app_port,
         "balancer_rate_limit": RATE_LIMIT, "balancer_rate_limit_burst": 1,

@@ -125,7 +125,8 @@ class Processes:
         defaults and role_vars), in front of app hosts: turnomatic on each app_hosts:app_port."""
         workdir = self.workdir / f"balancer-{app_port}"
         workdir.mkdir()
-        port, status_port = free_port(), free_port()
+        # The balancer listens on every address: its port must be free on all of them.
+        port, status_port = free_port("0.0.0.0"), free_port()
         variables = {"balancer_port": port, "balancer_status_port": status_port,
                      "balancer_app_port": app_port, **role_vars}
         render_balancer_config(workdir, variables, app_hosts={f"app-{n}": host for n, host in enumerate(app_hosts, 1)})
