@@ -173,7 +173,8 @@ class RedisStore:
     def _command(self, *command):
         """One command, sent and read in two steps, so that a failure says whether the
         command can have reached Redis: before it was written (connecting, sending)
-        nothing ran; after, the reply may be lost while the command ran. Never retried.
+        nothing ran; after, the reply may be lost while the command ran. Re-sent only when
+        its write failed (nothing of it left), never after.
         An error reply (Redis answered, so nothing ran) is raised as redis.ResponseError
         for the caller to sort out."""
         pool = self.client.connection_pool
