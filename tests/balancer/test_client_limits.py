@@ -223,10 +223,11 @@ def test_every_app_at_max_conns_is_a_503_that_sent_nothing(hanging):
 
 
 def test_the_total_limit_is_on_by_default_and_answers_json_429(tmp_path):
-    # Its default: the measured rate of one app host x app hosts / balancers.
+    # Its default: the measured rate of one app host x app hosts / (balancers - 1): the
+    # balancer that takes over a dead one's virtual address must carry its load too.
     conf = render_balancer_config(tmp_path, {}, {"app1": "127.0.0.3", "app2": "127.0.0.4"}, balancers=2).read_text()
     rate = role_defaults("balancer")["balancer_app_host_rate"]
-    assert f"rate={rate}r/s;" in conf and f"burst={rate // 10} nodelay;" in conf
+    assert f"rate={2 * rate}r/s;" in conf and f"burst={2 * rate // 10} nodelay;" in conf
 
     # At the limit: 10 requests per second for all clients together, from 30 addresses at once.
     app_port, port, status_port = free_port(APP), free_port("0.0.0.0"), free_port("127.0.0.1")
