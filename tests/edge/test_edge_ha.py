@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import figures
 from tests.support.lab import lab_facts
 from tests.support.paths import OUTPUT
 
@@ -46,11 +47,7 @@ def virtual_addresses():
 
 
 def record_figure(name, value):
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    figures[name] = value
-    FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    print(f"{name}: {value}")
+    figures.record_figure(FIGURES, name, value)
 
 
 class Load:

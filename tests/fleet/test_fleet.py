@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import figures
 from tests.support.lab import lab_facts
 from tests.support.paths import OUTPUT
 from tests.support.tickets import TicketLedger
@@ -29,11 +30,7 @@ CONCURRENCY = 64
 
 
 def record_figure(name, value):
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    figures[name] = value
-    FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    print(f"{name}: {value}")
+    figures.record_figure(FIGURES, name, value)
 
 
 def fresh_prefix(label):
