@@ -18,7 +18,7 @@ import time
 from collections import Counter
 
 import statsd
-from flask import current_app
+from flask import current_app, has_app_context
 
 from .config import split_host_port
 
@@ -97,8 +97,9 @@ def init_app(app):
 
 
 def count(name):
-    """Count one event: tickets, store.errors..."""
-    if "metrics" in current_app.extensions:
+    """Count one event: tickets, store.errors... Outside an app (the store used by a
+    tool) there is nothing to count into."""
+    if has_app_context() and "metrics" in current_app.extensions:
         current_app.extensions["metrics"].count(name)
 
 

@@ -9,11 +9,14 @@ import logging
 import threading
 import time
 from importlib.resources import files
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,11 @@ MAX_TURNO = 2**53 - 1
 REDIS_SOCKET_TIMEOUT = 1.0
 REDIS_CONNECT_TIMEOUT = 1.0
 REDIS_URL_OPTIONS = {"socket_timeout", "socket_connect_timeout", "max_connections"}
+# Ours, not redis-py's: how many replicas must confirm an increment before its number
+# is handed out (WAIT), and how long to wait for them, in seconds (below socket_timeout).
+REPLICA_URL_OPTIONS = {"replica_acks", "replica_ack_timeout"}
+REPLICA_ACK_TIMEOUT = 0.5
+SENTINEL_SCHEME = "redis+sentinel"
 # After Redis did not answer in time, increments are refused at once for this long
 # instead of each holding a thread for the timeouts above: an unreachable Redis
 # would otherwise queue requests past the balancer's timeout.
@@ -85,25 +93,34 @@ READY_KEY = "turno::ready"
 
 NOTHING_SENT = "no increment was sent"
 MAYBE_RAN = "the increment may have run"
+# WAIT's answer said fewer replicas than asked have the increment in time.
+UNCONFIRMED = "no replica confirmed the increment in time"
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary Sentinel names. redis-py's own turns a READONLY
+    reply (the node was demoted) into a ConnectionError, which would read as "the answer
+    was lost, the increment may have run"; READONLY is an answer: nothing ran.
+    RedisStore._command disconnects after it, so that the next connection asks the
+    sentinels again."""
+
+    def read_response(self, *args, **kwargs):
+        return redis.Connection.read_response(self, *args, **kwargs)
 
 
 class RedisStore:
-    """Counters in Redis, key turno:<id>, one FCALL turno_next per ticket."""
+    """Counters in Redis, key turno:<id>, one FCALL turno_next per ticket; with
+    replica_acks, pipelined with WAIT, so that a number is handed out only once that many
+    replicas have it (a failover then cannot lose it)."""
 
     single_process = False
 
-    def __init__(self, url):
-        # No retry at all: a command that failed or timed out may still have run
-        # on the server, and sending it again would skip a number.
-        self.client = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-        )
+    def __init__(self, client, address, replica_acks=0, replica_ack_timeout=REPLICA_ACK_TIMEOUT):
+        self.client = client
         # For log lines only: an internal address is no business of the public.
-        parts = urlsplit(url)
-        self.address = f"{parts.hostname}:{parts.port or 6379}"
+        self.address = address
+        self.replica_acks = replica_acks
+        self.replica_ack_timeout_ms = int(replica_ack_timeout * 1000)
         # Since Redis last failed to answer: until when increments are refused at once.
         self._failed_until = 0.0
         self._last_failure = ""
@@ -114,7 +131,7 @@ class RedisStore:
             self._refuse_unless_trying_redis()
         key = "turno:" + id
         try:
-            reply = self._fcall("turno_next", key, MAX_TURNO)
+            reply = self._fcall("turno_next", key, MAX_TURNO, acked=True)
         except StoreUnavailable as error:
             if error.timed_out:
                 self._last_failure = error.what
@@ -131,8 +148,15 @@ class RedisStore:
             raise refused(error) from None
         self._failed_until = 0.0
         if isinstance(reply, list):
-            log.warning("%s had a TTL: removed before this increment (it would have restarted the counter at 1)", key)
-            return reply[0]
+            number, ttl_removed, fenced = reply
+            if ttl_removed:
+                log.warning("%s had a TTL: removed before this increment (it would have restarted the counter at 1)",
+                            key)
+            if fenced:
+                log.warning("failover fence: %s has a new replication id (promoted, restarted or "
+                            "restored); every counter moved past the numbers it may lack", self.address)
+                metrics.count("store.fences")
+            return number
         return reply
 
     def check_ready(self):
@@ -144,21 +168,24 @@ class RedisStore:
         except redis.ResponseError as error:
             raise refused(error) from None
 
-    def _fcall(self, function, key, *args):
-        """FCALL one function of the library. Where Redis does not know the library
+    def _fcall(self, function, key, *args, acked=False):
+        """FCALL one function of the library; `acked`: followed by WAIT when replica
+        acknowledgements are asked for. Where Redis does not know the library
         (a Redis the redis role did not set up), load it if this user may and call
         once more: FCALL of an unknown function ran nothing."""
+        command = ("FCALL", function, 1, key, *args)
+        wait = ("WAIT", self.replica_acks, self.replica_ack_timeout_ms) if acked and self.replica_acks else None
         try:
-            return self._command("FCALL", function, 1, key, *args)
+            return self._command(command, wait)
         except redis.ResponseError as error:
             if str(error) != "Function not found":
                 raise
         self._load_library()
-        return self._command("FCALL", function, 1, key, *args)
+        return self._command(command, wait)
 
     def _load_library(self):
         try:
-            self._command("FUNCTION", "LOAD", LIBRARY_CODE)
+            self._command(("FUNCTION", "LOAD", LIBRARY_CODE))
         except redis.ResponseError as error:
             if "already exists" in str(error):  # another process loaded it meanwhile
                 return
@@ -170,13 +197,14 @@ class RedisStore:
                 "with its admin user",
             ) from None
 
-    def _command(self, *command):
+    def _command(self, command, wait=None):
         """One command, sent and read in two steps, so that a failure says whether the
         command can have reached Redis: before it was written (connecting, sending)
         nothing ran; after, the reply may be lost while the command ran. Re-sent only when
         its write failed (nothing of it left), never after.
         An error reply (Redis answered, so nothing ran) is raised as redis.ResponseError
-        for the caller to sort out."""
+        for the caller to sort out. `wait`, a WAIT command, goes in the same write right
+        after it: the command's reply counts only when WAIT says enough replicas have it."""
         pool = self.client.connection_pool
         for attempt in range(2):
             try:
@@ -184,7 +212,8 @@ class RedisStore:
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 raise unreachable(self.address, error, "could not connect to the store", may_have_run=False) from None
             try:
-                connection.send_command(*command)
+                packed = connection.pack_commands([command, wait] if wait else [command])
+                connection.send_packed_command(packed)
                 break
             except redis.ConnectionError as error:
                 # The write itself failed (broken pipe, reset): the connection was dead
@@ -201,13 +230,18 @@ class RedisStore:
                 raise unreachable(self.address, error, "could not send to the store", may_have_run=False) from None
         try:
             try:
-                return connection.read_response()
-            except redis.ResponseError:
-                raise
+                reply, error_reply = read_reply(connection)
+                # WAIT's reply is read even after an error reply, to keep the connection in step.
+                acks, wait_error = read_reply(connection) if wait else (None, None)
+                if isinstance(error_reply, redis.ReadOnlyError):
+                    # A demoted primary: the next connection asks the sentinels again.
+                    connection.disconnect()
             except redis.RedisError as error:
                 if error.status_code:
                     # An error reply that redis-py raises as a connection error
-                    # (LOADING, NOAUTH, max clients): Redis answered, nothing ran.
+                    # (LOADING, NOAUTH, max clients): Redis answered, nothing ran. A
+                    # WAIT's reply may still be on its way: this connection is done.
+                    connection.disconnect()
                     raise refused(error) from None
                 raise unreachable(self.address, error, "the store's answer was lost", may_have_run=True) from None
             except Exception as error:
@@ -215,6 +249,16 @@ class RedisStore:
                 raise unreachable(self.address, error, "the store's answer could not be read", may_have_run=True) from None
         finally:
             pool.release(connection)
+        if error_reply is not None:
+            raise error_reply
+        if wait_error is not None:
+            raise refused(wait_error) from None  # WAIT cannot fail after a success; say so if it does
+        if wait and acks < wait[1]:
+            # It ran on the primary, which a failover may now lose: not handed out.
+            raise StoreUnavailable(f"{UNCONFIRMED}; {MAYBE_RAN}",
+                                   f"redis at {self.address}: WAIT {wait[1]} {wait[2]} answered {acks}",
+                                   may_have_run=True, timed_out=True, what=UNCONFIRMED)
+        return reply
 
     def _refuse_unless_trying_redis(self):
         """After a failure: refuse at once, but let one request per window try Redis
@@ -224,6 +268,14 @@ class RedisStore:
             if now < self._failed_until:
                 raise StoreUnavailable(f"{self._last_failure}; not tried again yet, {NOTHING_SENT}")
             self._failed_until = now + REDIS_FAIL_FAST_SECONDS
+
+
+def read_reply(connection):
+    """(reply, None), or (None, the error reply): Redis answered either way."""
+    try:
+        return connection.read_response(), None
+    except redis.ResponseError as error:
+        return None, error
 
 
 def unreachable(address, error, what, may_have_run):
@@ -243,33 +295,100 @@ def refused(error):
 
 
 def open_store(url):
-    """The store for a URL: memory:// or redis://[user:password@]host:port/db (rediss:// for TLS)."""
+    """The store for a URL: memory://, redis://[user:password@]host:port/db (rediss:// for
+    TLS), or redis+sentinel://[user:password@]host:port,host:port,.../service/db for the
+    primary that those sentinels name (the credentials serve the sentinels and Redis)."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
         if parts.netloc or parts.path or parts.query:
             raise ValueError(f"the memory store takes no address or options: use 'memory://', not {redacted(url)!r}")
         return MemoryStore()
-    if parts.scheme in ("redis", "rediss"):
-        unknown = set(parse_qs(parts.query)) - REDIS_URL_OPTIONS
-        if unknown:
-            raise ValueError(
-                f"unsupported option(s) in the store URL: {', '.join(sorted(unknown))}; "
-                f"supported: {', '.join(sorted(REDIS_URL_OPTIONS))}"
-            )
-        # redis-py reads a database that is not a number as database 0, silently.
-        database = parts.path.strip("/")
-        if database and not (database.isascii() and database.isdigit()):
-            # Not quoted: a mistyped URL can hold the password in its path.
-            raise ValueError("the database in the store URL must be a number: redis://[user:password@]host:port/db")
-        try:
-            return RedisStore(url)
-        except ValueError:
-            # Neither redis-py's message nor the URL: a password typed where the port
-            # goes (redis://host:password) would be logged.
-            raise ValueError(
-                "the store URL is not valid (its port or database): use redis://[user:password@]host:port/db"
-            ) from None
-    raise ValueError(f"unknown store URL {redacted(url)!r}: use memory:// or redis://[user:password@]host:port/db (rediss:// for TLS)")
+    if parts.scheme not in ("redis", "rediss", SENTINEL_SCHEME):
+        raise ValueError(f"unknown store URL {redacted(url)!r}: use memory://, redis://[user:password@]host:port/db "
+                         f"(rediss:// for TLS) or {SENTINEL_SCHEME}://[user:password@]host:port,host:port/service/db")
+    query = parse_qs(parts.query)
+    unknown = set(query) - REDIS_URL_OPTIONS - REPLICA_URL_OPTIONS
+    if unknown:
+        raise ValueError(
+            f"unsupported option(s) in the store URL: {', '.join(sorted(unknown))}; "
+            f"supported: {', '.join(sorted(REDIS_URL_OPTIONS | REPLICA_URL_OPTIONS))}"
+        )
+    options = {name: values[-1] for name, values in query.items()}
+    acks = replica_options(options, default_acks=1 if parts.scheme == SENTINEL_SCHEME else 0)
+    if parts.scheme == SENTINEL_SCHEME:
+        return sentinel_store(parts, options, acks)
+    # redis-py reads a database that is not a number as database 0, silently.
+    database = parts.path.strip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        # Not quoted: a mistyped URL can hold the password in its path.
+        raise ValueError("the database in the store URL must be a number: redis://[user:password@]host:port/db")
+    redis_query = "&".join(f"{name}={value}" for name, value in options.items() if name in REDIS_URL_OPTIONS)
+    try:
+        # No retry at all: a command that failed or timed out may still have run
+        # on the server, and sending it again would skip a number.
+        client = redis.Redis.from_url(
+            parts._replace(query=redis_query).geturl(),
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        address = f"{parts.hostname}:{parts.port or 6379}"
+    except ValueError:
+        # Neither redis-py's message nor the URL: a password typed where the port
+        # goes (redis://host:password) would be logged.
+        raise ValueError(
+            "the store URL is not valid (its port or database): use redis://[user:password@]host:port/db"
+        ) from None
+    return RedisStore(client, address, *acks)
+
+
+def replica_options(options, default_acks):
+    """(replica_acks, replica_ack_timeout) from the URL's options."""
+    try:
+        acks = int(options.get("replica_acks", default_acks))
+        timeout = float(options.get("replica_ack_timeout", REPLICA_ACK_TIMEOUT))
+        socket_timeout = float(options.get("socket_timeout", REDIS_SOCKET_TIMEOUT))
+    except ValueError:
+        raise ValueError("replica_acks must be a whole number, replica_ack_timeout and socket_timeout "
+                         "numbers of seconds") from None
+    if acks < 0 or acks and not 0 < timeout < socket_timeout:
+        raise ValueError(f"replica_acks must be 0 or more and replica_ack_timeout between 0 and socket_timeout "
+                         f"({socket_timeout} s), not {acks} and {timeout}")
+    return acks, timeout
+
+
+def sentinel_store(parts, options, acks):
+    """The store on the primary that the sentinels in the URL name for its service."""
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":")
+    service, _, database = parts.path.strip("/").partition("/")
+    try:
+        sentinels = [split_sentinel(address) for address in hosts.split(",")]
+    except ValueError:
+        raise ValueError(f"the sentinels in the store URL must be host:port,host:port...: "
+                         f"{SENTINEL_SCHEME}://[user:password@]host:port,host:port/service/db") from None
+    if not service or database and not (database.isascii() and database.isdigit()):
+        raise ValueError(f"the store URL needs a service name and a numeric database: "
+                         f"{SENTINEL_SCHEME}://[user:password@]host:port,host:port/service/db")
+    credentials = {"username": unquote(username) or None, "password": unquote(password) or None}
+    timeouts = {
+        "socket_timeout": float(options.get("socket_timeout", REDIS_SOCKET_TIMEOUT)),
+        "socket_connect_timeout": float(options.get("socket_connect_timeout", REDIS_CONNECT_TIMEOUT)),
+    }
+    sentinel = Sentinel(sentinels, sentinel_kwargs={**credentials, **timeouts, "retry": Retry(NoBackoff(), 0)})
+    pool = {"max_connections": int(options["max_connections"])} if "max_connections" in options else {}
+    client = sentinel.master_for(
+        service, connection_class=PrimaryConnection, db=int(database or 0), retry=Retry(NoBackoff(), 0),
+        **credentials, **timeouts, **pool,
+    )
+    return RedisStore(client, f"the primary of {service!r} (sentinels {hosts})", *acks)
+
+
+def split_sentinel(address):
+    host, separator, port = address.rpartition(":")
+    if not separator or not host or not port.isdigit():
+        raise ValueError(address)
+    return host.strip("[]"), int(port)
 
 
 def redacted(url):

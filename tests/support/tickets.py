@@ -9,7 +9,9 @@ of that id ended without a usable answer (transport error, timeout, 5xx): such a
 request may have taken a number the client never saw. A 4xx never reaches the
 counter (the balancer refuses it, or the service rejects it before the store),
 nor does the service's 503 whose message says so ("no increment was sent", "no
-increment ran"): neither explains a gap.
+increment ran"): neither explains a gap. The failover fence's moves (every id's next
+number moved past what a promoted Redis may lack, announced by the app's log and
+metric) explain gaps too: `announce_skip` says how many numbers per id they moved.
 """
 
 import json
@@ -30,15 +32,17 @@ class IdVerdict:
     duplicates: list[int]
     missing: int
     unknown_outcomes: int
+    announced: int = 0
 
     @property
     def violation(self) -> str | None:
         if self.duplicates:
             shown = ", ".join(str(n) for n in self.duplicates[:5])
             return f"{self.id}: {len(self.duplicates)} duplicate number(s): {shown}"
-        if self.missing > self.unknown_outcomes:
+        if self.missing > self.unknown_outcomes + self.announced:
             return (f"{self.id}: {self.missing} number(s) missing below {self.highest}, "
-                    f"only {self.unknown_outcomes} request(s) with an unknown outcome")
+                    f"only {self.unknown_outcomes} request(s) with an unknown outcome"
+                    + (f" and {self.announced} announced by failover fences" if self.announced else ""))
         return None
 
 
@@ -49,6 +53,7 @@ class TicketLedger:
     numbers: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     unknown: Counter = field(default_factory=Counter)
     malformed: list[str] = field(default_factory=list)
+    announced: int = 0
 
     def add(self, record: dict) -> None:
         """Take one generator record: id, status, and body or error."""
@@ -65,6 +70,10 @@ class TicketLedger:
         requests ended without a usable answer."""
         self.numbers[ident].extend(numbers)
         self.unknown[ident] += unknown_outcomes
+
+    def announce_skip(self, numbers: int) -> None:
+        """A failover fence moved every id's next number past `numbers` numbers."""
+        self.announced += numbers
 
     @staticmethod
     def _nothing_ran(body: str) -> bool:
@@ -101,6 +110,7 @@ class TicketLedger:
                 duplicates=sorted(n for n, c in counts.items() if c > 1),
                 missing=highest - len(counts),
                 unknown_outcomes=self.unknown[ident],
+                announced=self.announced,
             ))
         return result
 
@@ -129,6 +139,7 @@ class TicketLedger:
             "duplicates": sum(len(v.duplicates) for v in verdicts),
             "missing": sum(v.missing for v in verdicts),
             "unknown_outcomes": sum(v.unknown_outcomes for v in verdicts),
+            "announced_per_id": self.announced,
             "malformed": len(self.malformed),
             "violations": self.violations(),
         }
