@@ -20,7 +20,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # failovers, last: they power balancers and a name server off and back on). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault autoscale
+.PHONY: help setup up run check test lint bench-app bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -89,6 +89,9 @@ bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis incremen
 
 bench-tracing: setup ## wrk: turnomatic with tracing off, at the default sampling and at 100 %, same run
 	$(BIN)/python -m tools.bench.bench_tracing $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
+
+bench-replica-ack: setup ## wrk: turnomatic with and without the replica acknowledgement (WAIT), same run
+	$(BIN)/python -m tools.bench.bench_replica_ack $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
 
 # make load LOAD_TARGET=http://10.70.17.11:7017 LOAD_ARGS="--start 200 --step 200 --max-rate 4000"
 LOAD_TARGET ?= http://127.0.0.1:7017

@@ -152,3 +152,24 @@ def test_a_promoted_replica_that_lacks_acknowledged_numbers_moves_past_them(clus
         assert "failover fence:" in service.log()
     else:
         assert set(after) & set(handed_out), "the control run should have handed out numbers twice"
+
+
+def test_a_primary_cut_off_from_its_replicas_hands_out_nothing(cluster, start_service):
+    """The split brain's old primary, as the app hosts that still reach it see it: its
+    replicas' links cut (the sentinels still see it, so no failover here). Increments are
+    503 "may have run" while WAIT waits in vain, then refused (NOREPLICAS: no increment
+    ran) once min-replicas-max-lag has passed: nothing it counts is handed out."""
+    redis_nodes = cluster()
+    service = start_service("--store", redis_nodes.url(), "--threads", "8")
+    ledger, load = loaded(service, ["split-a", "split-b"], seconds=0.5)
+    for relay in redis_nodes.relays.values():
+        relay.cut()
+    cut = time.monotonic()
+    time.sleep(MIN_REPLICAS_MAX_LAG + 3)
+    load.stop()
+    answered_after_cut = [start for start, status, _ in load.records if status == 200 and start > cut + 0.1]
+    messages = load.messages()
+    print(f"cut off: {dict(messages)}")
+    assert not answered_after_cut, f"{len(answered_after_cut)} numbers handed out by a primary without replicas"
+    assert any("NOREPLICAS" in message and message.endswith("no increment ran") for message in messages)
+    assert ledger.summary()["duplicates"] == 0

@@ -81,18 +81,16 @@ class RedisServer:
 MIN_REPLICAS_MAX_LAG = 2
 
 
-class SentinelServer:
+class SentinelServer(RedisServer):
     """A real Redis Sentinel (redis-server --sentinel) on a free loopback port, watching
     `service`, its config file (which Sentinel rewrites) in `directory`."""
 
     def __init__(self, directory, service, primary_port, quorum=2, down_after_ms=1000, failover_timeout_ms=4000):
-        self.directory = Path(directory)
-        self.port = free_port()
+        super().__init__(directory)
         self.service = service
         self.settings = [f"sentinel monitor {service} 127.0.0.1 {primary_port} {quorum}",
                          f"sentinel down-after-milliseconds {service} {down_after_ms}",
                          f"sentinel failover-timeout {service} {failover_timeout_ms}"]
-        self.process = None
 
     def start(self):
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -104,22 +102,10 @@ class SentinelServer:
         wait_for(self.answers, 10, f"sentinel on port {self.port} answering")
         return self
 
-    def answers(self):
-        try:
-            return redis.Redis(port=self.port, socket_timeout=0.5).ping()
-        except redis.RedisError:
-            return False
-
     def primary_port(self):
         host_port = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True).sentinel_get_master_addr_by_name(
             self.service)
         return int(host_port[1])
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 class ReplicatedRedis:

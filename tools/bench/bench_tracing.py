@@ -15,14 +15,13 @@ than req/s on a shared machine.
 """
 
 import os
-import statistics
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.support.ports import free_port
-from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
+from tools.bench.rounds import parse_args, print_cost, redis_and_servers, run_rounds, statsd_sink
 from turnomatic.tracing import DEFAULT_SAMPLE_RATIO
 
 TARGET_COST = 0.05
@@ -78,15 +77,8 @@ def main():
             if not DiscardingSink.exports:
                 sys.exit("the sink received no export: the traced servers did not trace")
 
-            for name in (default, full):
-                rate_costs = [1 - traced / untraced for traced, untraced in zip(rates[name], rates[off])]
-                cpu_costs = [traced / untraced - 1 for traced, untraced in zip(costs[name], costs[off])]
-                print(f"tracing {name} vs off:\n"
-                      f"  req/s lost       median {statistics.median(rate_costs):+.1%} "
-                      f"(rounds {', '.join(f'{c:+.1%}' for c in rate_costs)})\n"
-                      f"  CPU/req added    median {statistics.median(cpu_costs):+.1%} "
-                      f"(rounds {', '.join(f'{c:+.1%}' for c in cpu_costs)})")
-            lost = statistics.median(1 - traced / untraced for traced, untraced in zip(rates[default], rates[off]))
+            lost = print_cost(default, off, rates, costs)
+            print_cost(full, off, rates, costs)
             met = lost <= TARGET_COST
             print(f"target: default sampling costs at most {TARGET_COST:.0%} of req/s: "
                   f"{'met' if met else 'NOT met'} ({lost:+.1%})")

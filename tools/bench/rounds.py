@@ -102,3 +102,16 @@ def run_rounds(targets, args, setup):
         for name in targets
     ))
     return rates, costs
+
+
+def print_cost(name, baseline, rates, costs):
+    """What `name` costs against `baseline`: req/s lost and CPU per request added, the
+    median and each round. Returns the median req/s lost."""
+    rate_costs = [1 - measured / base for measured, base in zip(rates[name], rates[baseline])]
+    cpu_costs = [measured / base - 1 for measured, base in zip(costs[name], costs[baseline])]
+    print(f"{name} vs {baseline}:\n"
+          f"  req/s lost       median {statistics.median(rate_costs):+.1%} "
+          f"(rounds {', '.join(f'{c:+.1%}' for c in rate_costs)})\n"
+          f"  CPU/req added    median {statistics.median(cpu_costs):+.1%} "
+          f"(rounds {', '.join(f'{c:+.1%}' for c in cpu_costs)})")
+    return statistics.median(rate_costs)
