@@ -348,9 +348,10 @@ def replica_options(options, default_acks):
         acks = int(options.get("replica_acks", default_acks))
         timeout = float(options.get("replica_ack_timeout", REPLICA_ACK_TIMEOUT))
         socket_timeout = float(options.get("socket_timeout", REDIS_SOCKET_TIMEOUT))
+        float(options.get("socket_connect_timeout", REDIS_CONNECT_TIMEOUT))
     except ValueError:
-        raise ValueError("replica_acks must be a whole number, replica_ack_timeout and socket_timeout "
-                         "numbers of seconds") from None
+        raise ValueError("replica_acks must be a whole number, replica_ack_timeout, socket_timeout and "
+                         "socket_connect_timeout numbers of seconds") from None
     if acks < 0 or acks and not 0 < timeout < socket_timeout:
         raise ValueError(f"replica_acks must be 0 or more and replica_ack_timeout between 0 and socket_timeout "
                          f"({socket_timeout} s), not {acks} and {timeout}")
@@ -376,7 +377,10 @@ def sentinel_store(parts, options, acks):
         "socket_connect_timeout": float(options.get("socket_connect_timeout", REDIS_CONNECT_TIMEOUT)),
     }
     sentinel = Sentinel(sentinels, sentinel_kwargs={**credentials, **timeouts, "retry": Retry(NoBackoff(), 0)})
-    pool = {"max_connections": int(options["max_connections"])} if "max_connections" in options else {}
+    try:
+        pool = {"max_connections": int(options["max_connections"])} if "max_connections" in options else {}
+    except ValueError:
+        raise ValueError("max_connections in the store URL must be a whole number") from None
     client = sentinel.master_for(
         service, connection_class=PrimaryConnection, db=int(database or 0), retry=Retry(NoBackoff(), 0),
         **credentials, **timeouts, **pool,

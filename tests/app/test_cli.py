@@ -53,6 +53,14 @@ def test_command_line_wins_over_the_environment(start_service, redis_server, red
     (["serve"], {"TURNOMATIC_CONNECTION_LIMIT": "lots"}, "TURNOMATIC_CONNECTION_LIMIT: must be a whole number"),
     (["serve", "--store", "redis://127.0.0.1:1/abc"], {}, "the database in the store URL must be a number"),
     (["serve", "--store", "redis://127.0.0.1:1/0/1"], {}, "the database in the store URL must be a number"),
+    (["serve", "--store", "redis+sentinel://h:1,h/svc/0"], {}, "the sentinels in the store URL must be host:port"),
+    (["serve", "--store", "redis+sentinel://h:1,h:2/"], {}, "the store URL needs a service name"),
+    (["serve", "--store", "redis+sentinel://h:1/svc/x"], {}, "the store URL needs a service name and a numeric database"),
+    (["serve", "--store", "redis+sentinel://h:1/svc/0?replica_acks=one"], {}, "replica_acks must be a whole number"),
+    (["serve", "--store", "redis+sentinel://h:1/svc/0?socket_timeout=0.3"], {},
+     "replica_ack_timeout between 0 and socket_timeout (0.3 s)"),
+    (["serve", "--store", "redis+sentinel://h:1/svc/0?max_connections=many"], {},
+     "max_connections in the store URL must be a whole number"),
     ([], {}, "a command is required: serve"),
     (["serve"], {"TURNOMATIC_REUSE_PORT": "maybe"}, "TURNOMATIC_REUSE_PORT: must be true or false"),
     (["serve", "--threads", "0"], {}, "must be at least 1"),
@@ -96,6 +104,12 @@ def test_password_is_not_logged(start_service):
     service = start_service("--store", f"redis://user:hunter2@127.0.0.1:{free_port()}/0")
     assert "hunter2" not in service.log()
     assert "redis://user:***@127.0.0.1" in service.log()
+
+
+def test_sentinel_password_is_not_logged(start_service):
+    service = start_service("--store", f"redis+sentinel://user:hunter2@127.0.0.1:{free_port()}/turnomatic/0")
+    assert "hunter2" not in service.log()
+    assert "redis+sentinel://user:***@127.0.0.1" in service.log()
 
 
 @pytest.mark.parametrize("url", [

@@ -5,11 +5,14 @@ ledger. docs/architecture.md ("No number handed out twice") gives the argument t
 tests check; each protection has its control run here (turned off, duplicates caught).
 """
 
+import math
+import shutil
+import subprocess
 import time
 
 import pytest
 
-from tests.support.service import MIN_REPLICAS_MAX_LAG, ReplicatedRedis, SteadyLoad, get
+from tests.support.service import MIN_REPLICAS_MAX_LAG, RedisServer, ReplicatedRedis, SteadyLoad, get
 from tests.support.tickets import TicketLedger
 from tests.support.waiting import wait_for
 
@@ -173,3 +176,45 @@ def test_a_primary_cut_off_from_its_replicas_hands_out_nothing(cluster, start_se
     assert not answered_after_cut, f"{len(answered_after_cut)} numbers handed out by a primary without replicas"
     assert any("NOREPLICAS" in message and message.endswith("no increment ran") for message in messages)
     assert ledger.summary()["duplicates"] == 0
+
+
+@pytest.mark.parametrize("move", [True, False], ids=["moved", "control-not-moved"])
+def test_a_restore_moves_past_every_number_handed_out_since_the_backup(cluster, start_service, tmp_path, move):
+    """docs/operations.md, "Backup" and "Restore": a snapshot taken with redis-cli --rdb,
+    more numbers handed out, every node lost; a new node from the snapshot, then
+    turno::failovers raised by ceil(handed out since / K) + 2. Every id's next number is
+    above every number handed out before. The control skips the raise: the restored
+    node's own fence (2K) is too small for what came after the snapshot, and numbers
+    are handed out again."""
+    skip = 100
+    redis_nodes = cluster(fence_skip=skip)
+    service = start_service("--store", redis_nodes.url())
+    ids = ["restore-a", "restore-b"]
+    handed_out = {id: [get(service.base, f"/turno/{id}")[2]["turno"] for _ in range(20)] for id in ids}
+    backup = tmp_path / "backup.rdb"
+    subprocess.run(["redis-cli", "-p", str(redis_nodes.primary().port), "--rdb", str(backup)],
+                   check=True, capture_output=True, timeout=30)
+    since_backup = 3 * skip  # the operator's bound: backup age x maximum rate per id
+    for id in ids:
+        handed_out[id] += [get(service.base, f"/turno/{id}")[2]["turno"] for _ in range(since_backup)]
+    service.stop()
+    redis_nodes.stop()  # every disk lost: only the backup is left
+
+    restored = RedisServer(tmp_path / "restored", appendfsync=None)
+    restored.directory.mkdir(parents=True)
+    shutil.copy(backup, restored.directory / "dump.rdb")
+    restored.start()
+    try:
+        client = restored.client()
+        client.config_set("appendonly", "yes")
+        if move:
+            client.incrby("turno::failovers", math.ceil(since_backup / skip) + 2)
+        service = start_service("--store", restored.url)
+        after = {id: get(service.base, f"/turno/{id}")[2]["turno"] for id in ids}
+    finally:
+        restored.stop()
+    print(f"move={move}: handed out up to {[max(n) for n in handed_out.values()]}, after the restore {after}")
+    if move:
+        assert all(after[id] > max(handed_out[id]) for id in ids), (after, handed_out)
+    else:
+        assert any(after[id] in handed_out[id] for id in ids), "the control should have handed a number out again"
