@@ -251,7 +251,10 @@ def test_trace_context_crosses_the_balancer(start_service, redis_server, redis_c
         traceparent = f"00-{trace_id}-{parent_id}-01"
         assert request(balancer, "/turno/via-lb", {"traceparent": traceparent})[0] == 200
         assert request(balancer, "/turno/via-lb", {"X-Request-ID": "forged-by-the-client"})[0] == 200
-        log = [json.loads(line) for line in (tmp_path / f"balancer-{service.port}" / "turnomatic.access.log").read_text().splitlines()]
+        access_log = tmp_path / f"balancer-{service.port}" / "turnomatic.access.log"
+        # nginx writes a request's log line after its answer has left: wait for both lines.
+        wait_for(lambda: len(access_log.read_text().splitlines()) >= 2, 10, "both requests in the access log")
+        log = [json.loads(line) for line in access_log.read_text().splitlines()]
     joined, own = sorted(server_spans(receiver, 2), key=lambda span: span.attributes["turnomatic.turno"])
     assert (joined.trace_id, joined.parent_span_id) == (trace_id, parent_id)
     assert own.trace_id != trace_id and own.parent_span_id == ""
