@@ -20,14 +20,14 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # failovers, last: they power balancers and a name server off and back on). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale
+.PHONY: help setup up run check test lint bench-app bench-lab-app profile-app capacity-steps bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 setup: $(VENV)/.installed ## install Debian packages, the virtualenv and the collections
 
-$(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tools/load/package-lock.json
+$(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tools/load/package-lock.json tools/bench/package-lock.json
 	@[ "$$(id -u)" = 0 ] || { echo "make setup (and every target but run) installs Debian packages: run it as root" >&2; exit 1; }
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
@@ -36,6 +36,7 @@ $(VENV)/.installed: requirements.txt requirements.yml app/pyproject.toml tools/l
 	$(BIN)/pip install -q -r requirements.txt -e app
 	$(BIN)/ansible-galaxy collection install -r requirements.yml
 	npm ci --silent --prefix tools/load
+	npm ci --silent --prefix tools/bench
 	touch $@
 
 # `make run` needs no root and no apt: a virtualenv with the app's own dependencies only
@@ -86,6 +87,22 @@ lint: setup ## yamllint and ansible-lint (production profile) over every playboo
 BENCH_ARGS ?=
 bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis increment, same run; target >= 0.90
 	$(BIN)/python -m tools.bench.bench_app $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
+
+# make profile-app PROFILE_OUT=docs/images/profile-after PROFILE_ARGS="-- --threads 16"
+PROFILE_OUT ?= tests/output/profile/app
+PROFILE_ARGS ?=
+profile-app: setup ## py-spy on one loaded turnomatic (wrk, local Redis): flame graph SVG + PNG, shares per function
+	$(BIN)/python -m tools.bench.profile_app --out $(PROFILE_OUT) $(PROFILE_ARGS)
+
+# make bench-lab-app LAB_BENCH_ARGS="--settings 2x8,1x16 --rounds 3"
+LAB_BENCH_ARGS ?=
+bench-lab-app: setup ## the lab: app VMs' CPU per request at saturation, processes x threads side by side
+	$(BIN)/python -m tools.bench.lab_app_cpu $(LAB_BENCH_ARGS)
+
+# make capacity-steps STEPS_ARGS="--rounds 2 --rows reference,memory,local-redis"
+STEPS_ARGS ?=
+capacity-steps: setup ## open-loop max load per construction step, Node.js reference row, side by side (docs/capacity.md)
+	$(BIN)/python -m tools.load.capacity_steps $(STEPS_ARGS)
 
 bench-tracing: setup ## wrk: turnomatic with tracing off, at the default sampling and at 100 %, same run
 	$(BIN)/python -m tools.bench.bench_tracing $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)

@@ -9,10 +9,12 @@ used up a number that nobody received.
 
 waitress also logs "Task queue depth is N" for every request that finds no idle
 thread: under load a flood of lines that costs CPU. It becomes the queue.depth gauge
-(the deepest in each metrics interval) and at most one log line a minute.
+(the deepest in each metrics interval) and at most one log line a minute. The
+dispatcher's queue logger is replaced, not filtered: a logging filter runs after the
+log record is made, and making one for every queued request cost about 5 % of a
+saturated process's CPU (py-spy, docs/capacity.md "Where the CPU goes").
 """
 
-import logging
 import time
 
 from waitress.channel import HTTPChannel
@@ -26,7 +28,7 @@ def install(server, metrics_buffer):
     """Count on `server` (waitress.create_server's) what the module docstring says."""
     if metrics_buffer is not None:
         server.channel_class = counting_channel(metrics_buffer)
-    logging.getLogger("waitress.queue").addFilter(QueueDepth(metrics_buffer))
+    server.task_dispatcher.queue_logger = QueueDepth(metrics_buffer, server.task_dispatcher.queue_logger)
 
 
 def counting_channel(metrics_buffer):
@@ -40,18 +42,20 @@ def counting_channel(metrics_buffer):
     return CountingChannel
 
 
-class QueueDepth(logging.Filter):
-    def __init__(self, metrics_buffer):
-        super().__init__()
+class QueueDepth:
+    """Stands in for the dispatcher's queue logger (waitress calls only its warning())."""
+
+    def __init__(self, metrics_buffer, logger):
         self.metrics_buffer = metrics_buffer
+        self.logger = logger
         self.last_logged = -QUEUE_LOG_EVERY_SECONDS
 
-    def filter(self, record):
-        if self.metrics_buffer is not None and record.args:
-            self.metrics_buffer.gauge_max("queue.depth", record.args[0])
+    def warning(self, message, depth):
+        if self.metrics_buffer is not None:
+            self.metrics_buffer.gauge_max("queue.depth", depth)
         now = time.monotonic()
         if now - self.last_logged < QUEUE_LOG_EVERY_SECONDS:
-            return False
+            return
         self.last_logged = now
-        record.msg += " (requests wait for a thread; logged once a minute at most, metric queue.depth)"
-        return True
+        self.logger.warning(message + " (requests wait for a thread; logged once a minute at most, metric queue.depth)",
+                            depth)

@@ -2,11 +2,18 @@
 WSGI callable doing the same Redis increment on waitress, in the same run.
 
 Runs wrk (Debian) against each server in turn, alternating, and prints requests/s
-and the ratios. Every server is one process with waitress's 4 threads, against one
-local redis-server. Target: turnomatic >= 0.90 of the bare callable's req/s.
+and the ratios. Every server is one process against one local redis-server, with
+--app-threads waitress threads (4 by default) but for the two turnomatic rows below
+that compare the role's settings. Target: turnomatic >= 0.90 of the bare callable's req/s.
 
-Four servers:
-- turnomatic, as `turnomatic serve` runs it (GIL switch interval 0.5 ms);
+Six servers:
+- turnomatic, as `turnomatic serve` runs it (GIL switch interval 0.5 ms), with the
+  baselines' thread count;
+- turnomatic as deployed: one process (the role runs one per core) with the thread
+  count the turnomatic role sets (roles/turnomatic/defaults/main.yml);
+- turnomatic, previous settings: one process with the role's thread count before
+  docs/capacity.md "Per core" (PREVIOUS_THREADS); deployed / previous is what the
+  change of settings gained per core;
 - bare: the bare callable on waitress as it comes (Python's 5 ms interval): the target's baseline;
 - bare, same interval: the bare callable with turnomatic's interval, so that
   turnomatic / it is what Flask and turnomatic's own code cost, nothing else;
@@ -29,11 +36,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from tests.support.ports import free_port
 from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
 from turnomatic.cli import GIL_SWITCH_INTERVAL
 
 HERE = Path(__file__).resolve().parent
+ROLE_DEFAULTS = HERE.parent.parent / "roles" / "turnomatic" / "defaults" / "main.yml"
+# The turnomatic role's waitress threads per process before docs/capacity.md "Per core".
+PREVIOUS_THREADS = 8
 # turnomatic's req/s over the bare callable's on waitress as it comes (median of the rounds).
 TARGET = 0.90
 
@@ -43,14 +55,22 @@ def main():
     _statsd_socket, statsd = statsd_sink()
     with redis_and_servers("turnomatic-bench-") as (redis_url, processes):
         app_port, bare_port, bare_tuned_port, flask_port = free_port(), free_port(), free_port(), free_port()
+        deployed_port, previous_port = free_port(), free_port()
+        deployed_threads = yaml.safe_load(ROLE_DEFAULTS.read_text())["turnomatic_threads"]
         bench_env = {**os.environ, "BENCH_REDIS_URL": redis_url}
         tuned_env = {**bench_env, "BENCH_GIL_SWITCH_INTERVAL": str(GIL_SWITCH_INTERVAL)}
         python = sys.executable
-        app = subprocess.Popen(
-            [python, "-m", "turnomatic", "serve", "--port", str(app_port), "--store", redis_url, "--statsd", statsd,
-             "--threads", str(args.app_threads)],
-            stderr=subprocess.DEVNULL,
-        )
+
+        def turnomatic(port, threads):
+            return subprocess.Popen(
+                [python, "-m", "turnomatic", "serve", "--port", str(port), "--store", redis_url, "--statsd", statsd,
+                 "--threads", str(threads)],
+                stderr=subprocess.DEVNULL,
+            )
+
+        app = turnomatic(app_port, args.app_threads)
+        deployed = turnomatic(deployed_port, deployed_threads)
+        previous = turnomatic(previous_port, PREVIOUS_THREADS)
 
         def waitress_process(port, app_name, env):
             return subprocess.Popen(
@@ -62,9 +82,12 @@ def main():
         bare = waitress_process(bare_port, "bare_app:application", bench_env)
         bare_tuned = waitress_process(bare_tuned_port, "bare_app:application", tuned_env)
         minimal_flask = waitress_process(flask_port, "minimal_flask_app:app", tuned_env)
-        processes += [app, bare, bare_tuned, minimal_flask]
+        processes += [app, deployed, previous, bare, bare_tuned, minimal_flask]
         targets = {
             "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app),
+            f"as deployed ({deployed_threads} threads)": (f"http://127.0.0.1:{deployed_port}/turno/bench-deployed", deployed),
+            f"previous settings ({PREVIOUS_THREADS} threads)": (
+                f"http://127.0.0.1:{previous_port}/turno/bench-previous", previous),
             "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare),
             "bare same interval": (f"http://127.0.0.1:{bare_tuned_port}/turno/bench-bare-tuned", bare_tuned),
             "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask),
@@ -89,6 +112,8 @@ def main():
         print("req/s ratio: the first server's requests per second over the second's (above 1: the first serves more)\n"
               "CPU/req ratio: the second server's CPU time per request over the first's (above 1: the first spends "
               "less CPU per request; steadier than req/s when other work shares the machine)")
+        show("turnomatic as deployed / previous settings (what the role's settings gained per process):",
+             f"as deployed ({deployed_threads} threads)", f"previous settings ({PREVIOUS_THREADS} threads)")
         show("turnomatic / bare callable on waitress as it comes (the target):", "turnomatic", "bare")
         show("turnomatic / bare with the same GIL interval (what Flask and turnomatic's code cost):",
              "turnomatic", "bare same interval")
