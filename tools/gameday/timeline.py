@@ -201,6 +201,11 @@ def transitions(times: list, states: dict) -> list:
     return changes
 
 
+def series_names(names) -> str:
+    """A rule's series as the draft names them: a fleet-wide query's long name is "the fleet"."""
+    return ", ".join(name if len(name) <= 40 else "the fleet" for name in names)
+
+
 def first_firing(timeline: dict, since: float) -> tuple | None:
     """(time, rule title, series) of the first rule to start firing at or after since."""
     starts = [(t, rule["title"], names) for rule in timeline.values()
@@ -277,7 +282,7 @@ class Timeline:
             "fault_end": fault.end if fault else None,
             "first_error": first_error,
             "detection": detection[0] if detection else None,
-            "detected_by": f"{detection[1]} ({', '.join(detection[2])})" if detection else None,
+            "detected_by": f"{detection[1]} ({series_names(detection[2])})" if detection else None,
             "mitigation": mitigation.time if mitigation else None,
             "mitigation_end": mitigation.end if mitigation else None,
             "recovery": recovered,
@@ -370,13 +375,14 @@ def draft_markdown(timeline: Timeline) -> str:
     for rule in timeline.rules.values():
         for t, names in rule["condition"][1:]:
             rows.append((t, f"condition of \"{rule['title']}\" "
-                            + (f"holds for {', '.join(names)}" if names else "no longer holds"), "alert rule on Graphite"))
+                            + (f"holds for {series_names(names)}" if names else "no longer holds"),
+                         "alert rule on Graphite"))
         for t, names in rule["firing"][1:]:
-            rows.append((t, f"\"{rule['title']}\" " + (f"fires for {', '.join(names)}" if names else "resolves"),
+            rows.append((t, f"\"{rule['title']}\" " + (f"fires for {series_names(names)}" if names else "resolves"),
                          "alert rule on Graphite"))
     lines += [f"| {utc(t)} | {text} | {source} |" for t, text, source in sorted(rows, key=lambda row: row[0])]
     lines += ["", "Alert rules already holding when the window opened: "
-              + (", ".join(f"{rule['title']} ({', '.join(rule['condition'][0][1])})" for rule in timeline.rules.values()
+              + (", ".join(f"{rule['title']} ({series_names(rule['condition'][0][1])})" for rule in timeline.rules.values()
                            if rule["condition"] and rule["condition"][0][1]) or "none") + "."]
     lines += ["", "![requests and errors over the window](timeline.png)", "", "## Logs", ""]
     for host, host_lines in timeline.logs.items():
