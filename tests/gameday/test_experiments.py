@@ -4,6 +4,8 @@ steady-state hypothesis, injects one fault into an inventory host, and undoes it
 in a rollback that always runs, so a method stopped half-way still leaves the
 fleet as found."""
 import pytest
+from chaoslib import merge_vars
+from chaoslib.configuration import load_configuration
 from chaoslib.experiment import ensure_experiment_is_valid
 from chaoslib.loader import load_experiment
 
@@ -43,3 +45,10 @@ def test_the_experiment_checks_the_steady_state_and_rolls_its_fault_back(name):
     assert method["mitigation"]["provider"] in undo
     assert any(provider["func"] == "stop_load" for provider in undo)
 
+
+
+def test_the_p99_limit_given_to_the_runner_replaces_the_slo_in_the_hypothesis(tmp_path):
+    configuration = experiment("app-power-cut")["configuration"]
+    assert load_configuration(configuration)["p99_range_ms"] == {"type": "range", "range": [0, 50]}
+    variables, _ = merge_vars(var_files=[str(gameday.write_p99_limit(tmp_path / "variables.json", 1000))])
+    assert load_configuration(configuration, variables)["p99_range_ms"] == {"type": "range", "range": [0, 1000]}

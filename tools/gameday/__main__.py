@@ -36,6 +36,13 @@ def scenarios() -> list[str]:
     return sorted(path.stem for path in EXPERIMENTS.glob("*.yaml"))
 
 
+def write_p99_limit(path: Path, p99_limit_ms: float) -> Path:
+    """A Chaos Toolkit variables file that sets the hypothesis's p99 range: a range is
+    not a scalar, so `--var` cannot carry it."""
+    path.write_text(json.dumps({"configuration": {"p99_range_ms": {"type": "range", "range": [0, p99_limit_ms]}}}))
+    return path
+
+
 def run(scenario: str, hold: int | None, root: Path, margin: float = timeline.MARGIN_S,
         p99_limit_ms: float | None = None) -> dict:
     """One experiment and its draft (its window widened by `margin` seconds on each
@@ -48,9 +55,7 @@ def run(scenario: str, hold: int | None, root: Path, margin: float = timeline.MA
     if hold is not None:
         variables += ["--var", f"hold_seconds:int={hold}"]
     if p99_limit_ms is not None:
-        # A range is not a scalar: `--var` cannot carry it, a variables file can.
-        (out / "variables.json").write_text(json.dumps({"p99_range_ms": {"type": "range", "range": [0, p99_limit_ms]}}))
-        variables += ["--var-file", str(out / "variables.json")]
+        variables += ["--var-file", str(write_p99_limit(out / "variables.json", p99_limit_ms))]
     command = [str(BIN / "chaos"), "--log-file", str(out / "chaostoolkit.log"), "run",
                "--rollback-strategy", "always", "--journal-path", str(out / "journal.json"),
                *variables, str(experiment)]
