@@ -20,7 +20,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # failovers, last: they power balancers and a name server off and back on). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app bench-lab-app profile-app capacity-steps bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale
+.PHONY: help setup up run check test lint bench-app bench-lab-app profile-app capacity-steps bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale gameday
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -125,3 +125,7 @@ load-lab: setup ## the capacity runs on the lab fleet: 1, 2, 4 app VMs, Redis +5
 # make autoscale [DRY_RUN=1]: one decision per interval until stopped (docs/capacity.md "Autoscaling")
 autoscale: setup ## the app tier's autoscaler on the lab fleet; DRY_RUN=1 prints decisions without acting
 	$(BIN)/python -m tools.autoscale $(if $(filter 1,$(DRY_RUN)),--dry-run)
+
+# make gameday [SCENARIO=app-power-cut] [HOLD=30]: runs, drafts and summary in tests/output/gameday
+gameday: setup ## game days on the lab fleet (Chaos Toolkit) and their timeline drafts; every scenario without SCENARIO
+	$(BIN)/python -m tools.gameday $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(HOLD),--hold $(HOLD))

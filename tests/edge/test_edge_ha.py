@@ -2,7 +2,7 @@
 fixture): balancers that share virtual addresses (keepalived) and two name
 servers, with steady load from the client host through the service name.
 
-edge_load.py runs on client1 (16 threads resolving the name for every request
+tools/load/client_load.py runs on client1 (16 threads resolving the name for every request
 and opening a new connection each time, as urllib does, plus one client keeping
 its connection) and returns every request; this file judges them. For each
 balancer in turn: power off (the lab's `kill` fault), then `start`; nginx
@@ -19,18 +19,16 @@ import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
 from tests.support import figures
 from tests.support.lab import lab_facts
-from tests.support.paths import OUTPUT
+from tests.support.paths import OUTPUT, REPO
 
 pytestmark = pytest.mark.lab
-HERE = Path(__file__).resolve().parent
-LOAD_SCRIPT = HERE / "edge_load.py"
-REMOTE_LOAD_SCRIPT = "/root/edge_load.py"
+LOAD_SCRIPT = REPO / "tools/load/client_load.py"
+REMOTE_LOAD_SCRIPT = "/root/client_load.py"
 FIGURES = OUTPUT / "edge-figures.json"
 THREADS = 16
 KEEPALIVE = 1
@@ -51,7 +49,7 @@ def record_figure(name, value):
 
 
 class Load:
-    """edge_load.py on client1, in the background until finish()."""
+    """client_load.py on client1, in the background until finish()."""
 
     def __init__(self, fleet, max_seconds=240):
         self.prefix = f"edge-{uuid.uuid4().hex[:8]}"
@@ -62,7 +60,7 @@ class Load:
 
     def finish(self):
         stdout, stderr = self.process.communicate(input="", timeout=120)
-        assert self.process.returncode == 0, f"edge_load.py failed: {stderr.strip()}"
+        assert self.process.returncode == 0, f"client_load.py failed: {stderr.strip()}"
         return Records(json.loads(stdout))
 
 

@@ -3,11 +3,10 @@ carbon-cache and graphite-web on loopback (the loopback_graphite fixture): point
 written under collectd's names come back as per-host utilisation; a host with
 null points or no metric at all is missing, never idle."""
 import json
-import socket
 import subprocess
 import sys
 
-from tests.support.alerting import aligned_now
+from tests.support.alerting import aligned_now, send_points as send
 from tests.support.autoscale import write_inventory
 from tests.support.paths import REPO
 from tests.support.statsd import udp_listener
@@ -15,11 +14,6 @@ from tests.support.waiting import wait_until
 from tools.autoscale import graphite
 
 STEP = 10
-
-
-def send(line_port, points):
-    with socket.create_connection(("127.0.0.1", line_port), timeout=10) as sock:
-        sock.sendall("".join(f"{metric} {value} {t}\n" for metric, value, t in points).encode())
 
 
 def cpu_points(host, cores_per_step, end):

@@ -7,7 +7,6 @@ the rules exactly as the rendered rule file states them. The lab tests
 (test_lab_monitoring.py) do the same on metrics the fleet really sends.
 """
 import re
-import socket
 
 import pytest
 import yaml
@@ -31,13 +30,9 @@ def rules(rules_file):
 
 def send(line_port, series, end):
     """series: {metric: [value per 10 s step, oldest first, the last one at `end`]}; None skips a point."""
-    lines = []
-    for metric, values in series.items():
-        for index, value in enumerate(values):
-            if value is not None:
-                lines.append(f"{metric} {value} {end - (len(values) - 1 - index) * STEP}\n")
-    with socket.create_connection(("127.0.0.1", line_port), timeout=10) as sock:
-        sock.sendall("".join(lines).encode())
+    alerting.send_points(line_port, [(metric, value, end - (len(values) - 1 - index) * STEP)
+                                     for metric, values in series.items()
+                                     for index, value in enumerate(values) if value is not None])
 
 
 def wait_for_points(graphite, metrics, end):
@@ -135,6 +130,26 @@ def test_balancer_429_rule_ignores_a_few_refusals(graphite, rules):
     send(line_port, {f"{codes}-all": [100] * steps, f"{codes}-429": [rule.threshold / 2] * steps}, end)
     wait_for_points(api, [f"{codes}-429"], end)
     assert not alerting.firing(rule, api, end)
+
+
+def test_balancer_slow_rule_fires_on_a_slow_minute_and_not_on_one_slow_point(graphite, rules):
+    line_port, api = graphite
+    rule = rules["turnomatic-balancer-slow"]
+    end = past(3)
+    steps = (rule.window + rule.duration) // STEP + 2
+    p99 = "tail-balancer.response_time-request-99"
+    # In seconds, as collectd stores nginx's request_time: lb93 80 ms throughout
+    # (a slow Redis), lb94 10 ms, lb95 10 ms but for one point of 300 ms at the
+    # end (above the threshold for less than the rule's duration).
+    send(line_port, {f"collectd.lb93.{p99}": [0.08] * steps,
+                     f"collectd.lb94.{p99}": [0.01] * steps,
+                     f"collectd.lb95.{p99}": [0.01] * (steps - 1) + [0.3]}, end)
+    wait_for_points(api, [f"collectd.lb93.{p99}", f"collectd.lb95.{p99}"], end)
+    fired = alerting.firing(rule, api, end)
+    assert "lb93" in fired
+    assert "lb94" not in fired
+    # Slow for less than the rule's duration: not firing.
+    assert "lb95" not in fired
 
 
 def test_host_silent_rule_fires_for_a_host_that_stopped_reporting(graphite, rules):

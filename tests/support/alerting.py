@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import re
+import socket
 import tempfile
 import time
 import urllib.parse
@@ -102,15 +103,26 @@ def load_rules(text):
     return rules
 
 
+def send_points(line_port, points):
+    """Write (metric, value, timestamp) points to a carbon line receiver on loopback."""
+    with socket.create_connection(("127.0.0.1", line_port), timeout=10) as sock:
+        sock.sendall("".join(f"{metric} {value} {t}\n" for metric, value, t in points).encode())
+
+
 class Graphite:
     def __init__(self, base_url):
         self.base_url = base_url.rstrip("/")
 
-    def render(self, target, start, end):
-        """{series name: [values]} for the points in (start, end]."""
+    def series(self, target, start, end):
+        """{series name: [(timestamp, value)]} for the points in (start, end]."""
         query = urllib.parse.urlencode({"target": target, "from": int(start), "until": int(end), "format": "json"})
         with urllib.request.urlopen(f"{self.base_url}/render?{query}", timeout=30) as answer:
-            return {series["target"]: [point[0] for point in series["datapoints"]] for series in json.load(answer)}
+            return {series["target"]: [(point[1], point[0]) for point in series["datapoints"]]
+                    for series in json.load(answer)}
+
+    def render(self, target, start, end):
+        """{series name: [values]} for the points in (start, end]."""
+        return {name: [value for _, value in points] for name, points in self.series(target, start, end).items()}
 
 
 def condition(rule, graphite, at):

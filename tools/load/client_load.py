@@ -1,5 +1,6 @@
 """Steady load through the service name, run on the lab's client host (Python
-standard library only), recording every request for the edge failover test.
+standard library only), recording every request: the edge failover test
+(tests/edge) and the game days (tools/gameday) run it.
 
 Two kinds of client, as users have them:
 - --threads workers that resolve the name for every request and open a new
@@ -16,6 +17,9 @@ byte of an answer: sent again on a new one, not a failure); "resolve" (the
 name did not resolve); "connect" (no address accepted a
 connection: nothing was sent); "sent" (an error after the request was written:
 the increment may have run); "status-N" (an answer other than 200).
+
+With --rate, all workers together start at most that many requests a second
+(each keeps its own share); without it they send as fast as they are answered.
 
 The run stops when stdin closes or after --max-seconds; then one JSON document
 goes to stdout.
@@ -40,6 +44,7 @@ def parse_args():
     parser.add_argument("--ids", type=int, default=4)
     parser.add_argument("--id-prefix", required=True, help="fresh per run, so every id starts at 1")
     parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--rate", type=float, default=0, help="requests/s of all workers together; 0: unpaced")
     # Bounds a request that nothing ends (no reset, no answer); far above any
     # failover, so it only shows up as a latency if it happens.
     parser.add_argument("--timeout", type=float, default=30.0)
@@ -90,8 +95,22 @@ class Run:
             return f"status-{response.status}", None
         return "ok", json.loads(body)["turno"]
 
+    def pacer(self):
+        """A wait before each of a worker's requests: with --rate, each worker keeps its
+        share of it; a late request is not made up for (a slow answer lowers the rate,
+        as for real clients). Returns False once the run stops."""
+        interval = (self.args.threads + self.args.keepalive) / self.args.rate if self.args.rate else 0
+        due = time.monotonic() + random.uniform(0, interval) - interval
+
+        def wait():
+            nonlocal due
+            due = max(due + interval, time.monotonic())
+            return not self.stop.wait(max(0.0, due - time.monotonic()))
+        return wait
+
     def per_request_worker(self, worker):
-        while not self.stop.is_set():
+        wait = self.pacer()
+        while wait():
             id_index = random.randrange(self.args.ids)
             start = self.now()
             try:
@@ -112,7 +131,8 @@ class Run:
     def keepalive_worker(self, worker):
         connection = address = None
         served = 0
-        while not self.stop.is_set():
+        wait = self.pacer()
+        while wait():
             id_index = random.randrange(self.args.ids)
             start = self.now()
             if connection is None:

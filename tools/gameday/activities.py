@@ -1,0 +1,174 @@
+"""The game days' probes and actions, called by Chaos Toolkit's python provider.
+
+Chaos Toolkit runs an experiment's activities one after the other in one
+process, so the load started by `start_load` is still there for `finish_load`
+(or for the rollback `stop_load`). Every run writes into its run directory
+(`out`, the experiment's configuration): load.json (every request of the load
+during the method), sample-*.json (the steady-state samples) and the fault
+playbooks' logs.
+
+The steady-state hypothesis is three probes, in this order: the first takes a
+short sample of load through the service name (the way clients reach the
+fleet) and the other two judge it, together with the method's load once it ran.
+"""
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from chaoslib.exceptions import ActivityFailed
+
+from tests.support.ansible import run_playbook
+from tests.support.lab import lab_facts
+from tests.support.paths import REPO
+from tests.support.tickets import TicketLedger
+
+CLIENT = "client1"
+LOAD_SCRIPT = REPO / "tools/load/client_load.py"
+REMOTE_LOAD_SCRIPT = "/root/client_load.py"
+# The share of requests whose latency the SLO bounds (docs/capacity.md: p99 < 50 ms).
+SLO_SHARE = 0.99
+# A request the fleet does not end (no answer, no reset) is abandoned after this long.
+REQUEST_TIMEOUT_S = 10
+
+_load = None  # the method's load: (process, prefix)
+_sample = None  # the records of the last steady-state sample
+
+
+def _client_command(prefix, rate, threads, keepalive, max_seconds):
+    return (f"python3 {REMOTE_LOAD_SCRIPT} --id-prefix {prefix} --threads {threads} --keepalive {keepalive} "
+            f"--rate {rate} --max-seconds {max_seconds} --timeout {REQUEST_TIMEOUT_S}")
+
+
+def _install_load_script():
+    lab_facts().ssh(CLIENT, f"cat > {REMOTE_LOAD_SCRIPT}", input=LOAD_SCRIPT.read_text())
+
+
+def _result(stdout, prefix):
+    result = json.loads(stdout)
+    result["prefix"] = prefix
+    return result
+
+
+def start_load(out: str, rate: float = 40, threads: int = 8, keepalive: int = 1, max_seconds: int = 400) -> dict:
+    """Steady load from the client host through the service name, in the background
+    until finish_load (or max_seconds, whichever comes first): `threads` clients
+    that resolve the name and connect for every request, as most do, and
+    `keepalive` clients that keep their connection."""
+    global _load
+    _install_load_script()
+    prefix = f"gameday-{uuid.uuid4().hex[:8]}"
+    command = lab_facts().ssh_command(CLIENT, _client_command(prefix, rate, threads, keepalive, max_seconds))
+    _load = (subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True), prefix)
+    return {"client": CLIENT, "prefix": prefix, "rate": rate, "threads": threads, "keepalive": keepalive}
+
+
+def finish_load(out: str) -> dict:
+    """End the method's load; every request goes to out/load.json. The counts are returned."""
+    global _load
+    if _load is None:
+        raise ActivityFailed("no load is running")
+    process, prefix = _load
+    _load = None
+    stdout, stderr = process.communicate(input="", timeout=REQUEST_TIMEOUT_S + 60)
+    if process.returncode != 0:
+        raise ActivityFailed(f"the load on {CLIENT} failed: {stderr.strip()[-500:]}")
+    result = _result(stdout, prefix)
+    Path(out, "load.json").write_text(json.dumps(result))
+    outcomes = {}
+    for record in result["records"]:
+        outcomes[record[3]] = outcomes.get(record[3], 0) + 1
+    return {"requests": len(result["records"]), "outcomes": outcomes}
+
+
+def stop_load(out: str) -> str:
+    """Rollback: end the method's load if it still runs (the method stopped early)."""
+    if _load is None:
+        return "no load running"
+    finish_load(out)
+    return "stopped"
+
+
+def answers_through_name(out: str, seconds: float = 6, rate: float = 40, keepalive: int = 4) -> int:
+    """Probe: a short sample of load through the service name; the number of
+    requests that got no 200 (the tolerance is 0). Fails when nothing was sent.
+    Its clients keep their connections, as the SLO's latency is measured
+    (docs/capacity.md): a connection and a name lookup per request would
+    measure the client host's resolver and handshakes too."""
+    global _sample
+    _install_load_script()
+    prefix = f"gameday-sample-{uuid.uuid4().hex[:8]}"
+    command = _client_command(prefix, rate, 0, keepalive, seconds)
+    # The load runs until its stdin closes: here when `sleep` ends.
+    answer = lab_facts().ssh(CLIENT, f"sleep {seconds} | {command}", timeout=seconds + REQUEST_TIMEOUT_S + 60)
+    result = _result(answer.stdout, prefix)
+    Path(out, f"sample-{time.strftime('%H%M%S')}.json").write_text(json.dumps(result))
+    _sample = result["records"]
+    if not _sample:
+        raise ActivityFailed("the sample sent no request")
+    return sum(record[3] not in ("ok", "closed") for record in _sample)
+
+
+def ledger(records) -> TicketLedger:
+    """The tickets of client_load.py records: per id the numbers served, and the
+    requests that may have taken one unseen (an error after sending, a 5xx)."""
+    tickets = TicketLedger()
+    for _, _, _, outcome, _, ident, number in records:
+        if outcome == "ok":
+            tickets.add_numbers(str(ident), [number])
+        elif outcome == "sent" or outcome.startswith("status-5"):
+            tickets.add_numbers(str(ident), [], unknown_outcomes=1)
+    return tickets
+
+
+def tickets_unique_and_consecutive(out: str) -> int:
+    """Probe: how many violations (duplicates, unexplained gaps) the last sample and
+    the method's load, once it ran, hold (the tolerance is 0); they are listed in
+    out/violations.txt."""
+    if _sample is None:
+        raise ActivityFailed("no sample: answers_through_name runs first")
+    violations = ledger(_sample).violations()
+    load = Path(out, "load.json")
+    if load.exists():
+        violations += ledger(json.loads(load.read_text())["records"]).violations()
+    if violations:
+        with Path(out, "violations.txt").open("a") as listing:
+            listing.writelines(f"{violation}\n" for violation in violations)
+    return len(violations)
+
+
+def p99_ms(records) -> float | None:
+    """p99 latency (ms) of the requests that were sent (ended by an answer or an error)."""
+    latencies = sorted((end - start) * 1000 for _, start, end, outcome, *_ in records
+                       if outcome not in ("resolve", "connect"))
+    return round(latencies[int(SLO_SHARE * (len(latencies) - 1))], 1) if latencies else None
+
+
+def p99_of_sample(out: str) -> float:
+    """Probe: p99 latency of the last sample, in ms (the tolerance is the SLO's range)."""
+    if _sample is None:
+        raise ActivityFailed("no sample: answers_through_name runs first")
+    return p99_ms(_sample)
+
+
+def fault(out: str, vm: str, fault: str, delay_ms: int = 5) -> str:
+    """Action: one of the lab's fault playbooks (playbooks/fault.yml) on a VM; fails
+    the activity when the playbook fails."""
+    run = run_playbook("playbooks/fault.yml", "-e", f"lab_vm={vm}", "-e", f"lab_fault={fault}",
+                       "-e", f"lab_delay_ms={delay_ms}", log_name=f"gameday-{fault}-{vm}")
+    Path(out, f"fault-{fault}-{vm}.log").write_text(run.output)
+    if run.returncode != 0:
+        raise ActivityFailed(f"make fault VM={vm} FAULT={fault} failed: {run.tail(20)}")
+    return f"{fault} {vm}: {run.seconds:.1f} s"
+
+
+def on_host(out: str, host: str, command: str, timeout: int = 120) -> str:
+    """Action: a shell command on a lab host over SSH (a service stopped, a CPU hog);
+    fails the activity when it exits non-zero."""
+    answer = lab_facts().ssh(host, command, timeout=timeout, check=False)
+    if answer.returncode != 0:
+        raise ActivityFailed(f"{host}: {command!r} exited {answer.returncode}: {answer.stderr.strip()[-500:]}")
+    return answer.stdout.strip()[-2000:]
