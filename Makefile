@@ -20,7 +20,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # failovers, last: they power balancers and a name server off and back on). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault autoscale
+.PHONY: help setup up run check test lint bench-app bench-tracing load load-smoke load-lab lab-up lab-status lab-down fault autoscale autoscale-proof
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -105,3 +105,7 @@ load-lab: setup ## the capacity runs on the lab fleet: 1, 2, 4 app VMs, Redis +5
 # make autoscale [DRY_RUN=1]: one decision per interval until stopped (docs/capacity.md "Autoscaling")
 autoscale: setup ## the app tier's autoscaler on the lab fleet; DRY_RUN=1 prints decisions without acting
 	$(BIN)/python -m tools.autoscale $(if $(filter 1,$(DRY_RUN)),--dry-run)
+
+# make autoscale-proof [PROFILE=short]: report, figures and plot in tests/output/autoscale/<profile>/
+autoscale-proof: setup ## the autoscaler on the lab under a load ramp (about 15 min; needs make up)
+	$(BIN)/python -m tools.autoscale.proof $(if $(PROFILE),--profile $(PROFILE))
