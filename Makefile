@@ -107,5 +107,5 @@ autoscale: setup ## the app tier's autoscaler on the lab fleet; DRY_RUN=1 prints
 	$(BIN)/python -m tools.autoscale $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 # make autoscale-proof [PROFILE=short]: report, figures and plot in tests/output/autoscale/<profile>/
-autoscale-proof: setup ## the autoscaler on the lab under a load ramp (about 15 min; needs make up)
+autoscale-proof: setup ## the autoscaler on the lab under a load ramp (20 min and more; needs make up)
 	$(BIN)/python -m tools.autoscale.proof $(if $(PROFILE),--profile $(PROFILE))
