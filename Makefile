@@ -20,7 +20,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # failovers, last: they power balancers and a name server off and back on). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app bench-lab-app profile-app capacity-steps bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale gameday
+.PHONY: help setup up run check test lint bench-app bench-lab-app profile-app capacity-steps bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale gameday autoscale-proof
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -129,3 +129,7 @@ autoscale: setup ## the app tier's autoscaler on the lab fleet; DRY_RUN=1 prints
 # make gameday [SCENARIO=app-power-cut] [HOLD=30]: runs, drafts and summary in tests/output/gameday
 gameday: setup ## game days on the lab fleet (Chaos Toolkit) and their timeline drafts; every scenario without SCENARIO
 	$(BIN)/python -m tools.gameday $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(HOLD),--hold $(HOLD))
+
+# make autoscale-proof [PROFILE=short]: report, figures and plot in tests/output/autoscale/<profile>/
+autoscale-proof: setup ## the autoscaler on the lab under a load ramp (20 min and more; needs make up)
+	$(BIN)/python -m tools.autoscale.proof $(if $(PROFILE),--profile $(PROFILE))

@@ -2,6 +2,8 @@
 the lab inventory, with requests they must refuse: their first play (on the
 control machine) stops them before any host is contacted, and the failure comes
 back as PlaybookFailed with the run's output kept. No VM is needed or touched."""
+import signal
+
 import pytest
 
 from tools.autoscale.actuate import Ansible, PlaybookFailed
@@ -34,3 +36,21 @@ def test_the_settings_come_from_the_inventory():
     assert answer["pool"] == ["app3", "app4"] and answer["app"][:2] == ["app1", "app2"]
     assert answer["settings"]["autoscale_state_dir"] == "/var/lib/turnomatic-lab/autoscale"
     assert answer["settings"]["autoscale_graphite_url"].startswith("http://10.70.17.")
+
+
+def test_overrides_reach_the_settings():
+    answer = Ansible(INVENTORIES, {"autoscale_interval_seconds": "7"}).settings()
+    assert answer["settings"]["autoscale_interval_seconds"] == "7"
+
+
+def test_ctrl_c_and_sigterm_still_stop_the_autoscaler_after_a_run(tmp_path):
+    # ansible-runner leaves handlers of its own that only cancel its run.
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+    ansible = Ansible(INVENTORIES)
+    ansible.runner_dir = tmp_path / "runner"       # not there yet: the wrapper makes it
+    ansible.settings()
+    with pytest.raises(PlaybookFailed):
+        ansible.playbook("playbooks/scale_in.yml", {"autoscale_host": "app3", "autoscale_in_service": ["app3"]})
+    assert {number: signal.getsignal(number) for number in handlers} == handlers

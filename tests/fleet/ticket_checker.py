@@ -11,6 +11,12 @@ of an answer is sent once more on a new connection; those are counted apart.
 The run stops at --requests, or after --max-seconds, or when stdin closes
 (--until-stdin-closes), whichever comes first: the test closes stdin when the
 fault or the rolling update it drives is over.
+
+With --schedule (SECONDS:RATE,..., e.g. 60:100,300:450,120:100) the requests are
+paced: each has a due time on that schedule and is sent then by a free worker, so
+the offered rate follows the schedule as long as workers are free. The output then
+has every request's [due time (s from the start), latency from its due time in ms
+(None unless answered 200; a request sent late waited too), status or error].
 """
 
 import argparse
@@ -34,7 +40,26 @@ def parse_args():
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--timeout", type=float, default=5.0, help="per request")
     parser.add_argument("--until-stdin-closes", action="store_true")
-    return parser.parse_args()
+    parser.add_argument("--schedule", type=schedule, help="SECONDS:RATE,...: paced requests (replaces --requests)")
+    args = parser.parse_args()
+    if args.schedule:
+        args.requests = sum(round(seconds * rate) for seconds, rate in args.schedule)
+        args.max_seconds = max(args.max_seconds, sum(seconds for seconds, _ in args.schedule) + 2 * args.timeout)
+    return args
+
+
+def schedule(text):
+    """[(seconds, rate)] from "60:100,300:450"."""
+    return [(float(seconds), float(rate)) for seconds, rate in (part.split(":") for part in text.split(","))]
+
+
+def due_offsets(segments):
+    """The due time of each request, in seconds from the start, segment after segment."""
+    offsets, start = [], 0.0
+    for seconds, rate in segments:
+        offsets.extend(start + n / rate for n in range(round(seconds * rate)))
+        start += seconds
+    return offsets
 
 
 class Run:
@@ -49,10 +74,14 @@ class Run:
         self.by_balancer = Counter()
         self.failure_times = []  # seconds into the run of every failure and non-200 answer
         self.stale_retries = 0
+        self.due = due_offsets(args.schedule) if args.schedule else None
+        self.answers = []  # with --schedule: (due offset, latency from due or None, status) of each request
+        self.started_at = time.time()
         self.started = time.monotonic()
 
     def next_request(self):
-        """The id of the next request, or None when the run is over."""
+        """(id, due offset or None) of the next request, or None when the run is over;
+        a paced request is returned at its due time."""
         with self.lock:
             if self.stop.is_set() or (self.args.requests and self.issued >= self.args.requests):
                 return None
@@ -60,7 +89,16 @@ class Run:
                 return None
             number = self.issued
             self.issued += 1
-        return f"{self.args.id_prefix}-{number % self.args.ids}"
+        due = self.due[number] if self.due else None
+        if due is not None:
+            time.sleep(max(0.0, self.started + due - time.monotonic()))
+        return f"{self.args.id_prefix}-{number % self.args.ids}", due
+
+    def answered(self, due, status):
+        if due is not None:
+            latency = (time.monotonic() - self.started - due) * 1000
+            with self.lock:
+                self.answers.append((due, latency if status == 200 else None, status))
 
     def count_stale_retry(self):
         with self.lock:
@@ -89,12 +127,13 @@ def worker(run):
     args = run.args
     connection = address = None
     reused = False  # the connection has already carried a response
-    ticket_id = retry_id = None
+    retry = None
     while True:
-        ticket_id = retry_id or run.next_request()
-        retry_id = None
-        if ticket_id is None:
+        request = retry or run.next_request()
+        retry = None
+        if request is None:
             break
+        ticket_id, due = request
         try:
             if connection is None:
                 address = resolve(args.name, args.port)
@@ -112,19 +151,22 @@ def worker(run):
             # the guess wrong, the number would be missing and the test would see it.
             if reused and isinstance(error, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
                 run.count_stale_retry()
-                retry_id = ticket_id
+                retry = request
                 continue
             run.record(address, failure=type(error).__name__)
+            run.answered(due, type(error).__name__)
             continue
         reused = True
         if response.status == 200:
             answer = json.loads(body)
             if answer.get("id") != ticket_id:
                 run.record(address, failure="wrong id in body")
+                run.answered(due, "wrong id in body")
                 continue
             run.record(address, status=200, ticket=answer["turno"], ticket_id=ticket_id)
         else:
             run.record(address, status=response.status)
+        run.answered(due, response.status)
         if response.getheader("Connection", "").lower() == "close":
             connection.close()
             connection = None
@@ -158,6 +200,9 @@ def main():
             "failure_times": run.failure_times,
             "by_balancer": dict(run.by_balancer),
             "tickets": run.tickets,
+            "started_at": run.started_at,
+            "answers": [[round(due, 3), None if latency is None else round(latency, 1), status]
+                        for due, latency, status in sorted(run.answers, key=lambda answer: answer[0])],
         },
         sys.stdout,
     )

@@ -3,6 +3,7 @@ CPU in Graphite, acted on through Ansible (docs/capacity.md "Autoscaling").
 
     make autoscale                 # .venv/bin/python -m tools.autoscale
     make autoscale DRY_RUN=1       # decisions printed, nothing done, no lock taken
+    .venv/bin/python -m tools.autoscale --set autoscale_interval_seconds=10   # a setting for this run
 
 Settings (autoscale_*) and the pool (group app_pool) come from the inventory:
 -i inventory/lab -i inventory/lab/scaleout.yml unless --inventory is given.
@@ -146,6 +147,9 @@ class Autoscaler:
                 del state["pool_in_service"][host]
             self.store.save(state)
             self.store.end()
+            # When the host count changed, for whoever reads the log (tools/autoscale/proof.py).
+            log.info(json.dumps({"time": round(self.clock(), 1), "done": decision.action, "host": host,
+                                 "hosts": len(self.in_service(state))}))
 
     def send_metrics(self, decision: Decision) -> None:
         pipeline = self.metrics.pipeline()
@@ -182,9 +186,14 @@ def main(argv=None, build_actuator=None, read_utilisation=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the decisions, act on none, take no lock")
     parser.add_argument("--inventory", "-i", action="append", help="inventory sources (repeatable)")
     parser.add_argument("--decisions", type=int, help="stop after this many decisions (default: run until stopped)")
+    parser.add_argument("--set", action="append", default=[], metavar="VARIABLE=VALUE",
+                        help="a variable over the inventory's for this run, settings and playbooks alike "
+                             "(an Ansible extra variable; repeatable)")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes VARIABLE=VALUE")
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    ansible = Ansible(args.inventory or DEFAULT_INVENTORIES)
+    ansible = Ansible(args.inventory or DEFAULT_INVENTORIES, dict(item.split("=", 1) for item in args.set))
     answer = ansible.settings()
     config = Config.from_inventory(answer)
     if not args.dry_run:

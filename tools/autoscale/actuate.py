@@ -6,8 +6,10 @@ under autoscale_state_dir/runner/artifacts/ (the last 50 runs)."""
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import ansible_runner
@@ -31,18 +33,34 @@ class PlaybookFailed(Exception):
     pass
 
 
+@contextmanager
+def own_signal_handlers():
+    """ansible-runner sets handlers of its own for SIGINT and SIGTERM (they cancel its
+    run) and leaves them there: afterwards Ctrl-C and SIGTERM would no longer stop the
+    autoscaler. Ours are put back after each run."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+
+
 class Ansible:
-    def __init__(self, inventories: list[str]):
+    def __init__(self, inventories: list[str], overrides: dict | None = None):
+        """overrides: extra variables over the inventory's, in every run (settings and playbooks)."""
         self.inventories = [str((REPO / i).resolve()) for i in inventories]
+        self.overrides = dict(overrides or {})
         # ansible-runner starts ansible-playbook from PATH: the one of this virtualenv.
         self.env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
         self.runner_dir = None
 
     def settings(self) -> dict:
-        with tempfile.TemporaryDirectory() as private:
+        with tempfile.TemporaryDirectory() as private, own_signal_handlers():
             result = ansible_runner.run(private_data_dir=private, project_dir=str(REPO), host_pattern="localhost",
                                         module="ansible.builtin.debug", module_args=f"msg={SETTINGS}",
-                                        inventory=self.inventories, envvars=self.env, quiet=True)
+                                        inventory=self.inventories, extravars=self.overrides, envvars=self.env,
+                                        quiet=True)
             answers = [e["event_data"]["res"]["msg"] for e in result.events if e["event"] == "runner_on_ok"]
             if result.rc != 0 or not answers:
                 raise PlaybookFailed(f"reading the autoscale_* settings failed (rc {result.rc}):\n"
@@ -51,10 +69,16 @@ class Ansible:
 
     def playbook(self, playbook: str, extravars: dict, limit: str | None = None) -> None:
         log.info("ansible-playbook %s --limit %s -e %s", playbook, limit or "(none)", json.dumps(extravars))
-        result = ansible_runner.run(private_data_dir=str(self.runner_dir), project_dir=str(REPO),
-                                    playbook=str((REPO / playbook).resolve()), inventory=self.inventories,
-                                    limit=limit, extravars=extravars, envvars=self.env, rotate_artifacts=50,
-                                    quiet=True)
+        # ansible-runner refuses a private_data_dir that does not exist (a fresh state directory).
+        Path(self.runner_dir).mkdir(parents=True, exist_ok=True)
+        with own_signal_handlers():
+            result = ansible_runner.run(private_data_dir=str(self.runner_dir), project_dir=str(REPO),
+                                        playbook=str((REPO / playbook).resolve()), inventory=self.inventories,
+                                        limit=limit, extravars={**self.overrides, **extravars}, envvars=self.env,
+                                        rotate_artifacts=50, quiet=True)
+        if result.status == "canceled":
+            # Stopped by SIGINT or SIGTERM during the run: the journal stays for the next run.
+            raise KeyboardInterrupt
         if result.rc != 0:
             raise PlaybookFailed(f"{playbook} failed (rc {result.rc}, status {result.status}); "
                                  f"output in {result.config.artifact_dir}")

@@ -9,19 +9,22 @@ wrk runs against each in turn, in alternating rounds.
 
 Target: the default sampling costs at most 5 % of the requests/s of tracing off (exit
 status 1 when not met); the 100 % figure is reported. Also CPU per request of each process (from /proc), steadier
-than req/s on a shared machine.
+than req/s on a shared machine. A second untraced server ("off, again") measures the noise:
+what two identical servers differ by in the same rounds. A cost within that spread is
+reported as inside the noise.
 
     make bench-tracing        # or: .venv/bin/python -m tools.bench.bench_tracing [--rounds N --seconds S]
 """
 
 import os
+import statistics
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.support.ports import free_port
-from tools.bench.rounds import parse_args, print_cost, redis_and_servers, run_rounds, statsd_sink
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
 from turnomatic.tracing import DEFAULT_SAMPLE_RATIO
 
 TARGET_COST = 0.05
@@ -56,10 +59,11 @@ def main():
     base_env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     variants = {
         "off": {},
+        "off, again": {},
         f"default ({DEFAULT_SAMPLE_RATIO:.0%})": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
         "100%": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"},
     }
-    off, default, full = variants
+    off, again, default, full = variants
     try:
         with redis_and_servers("turnomatic-bench-tracing-") as (redis_url, processes):
             targets = {}
@@ -77,11 +81,24 @@ def main():
             if not DiscardingSink.exports:
                 sys.exit("the sink received no export: the traced servers did not trace")
 
-            lost = print_cost(default, off, rates, costs)
-            print_cost(full, off, rates, costs)
-            met = lost <= TARGET_COST
+            lost, added = {}, {}
+            for name in (again, default, full):
+                lost[name] = [1 - traced / untraced for traced, untraced in zip(rates[name], rates[off])]
+                added[name] = [traced / untraced - 1 for traced, untraced in zip(costs[name], costs[off])]
+                print(f"{name} vs off:\n"
+                      f"  req/s lost       median {statistics.median(lost[name]):+.1%}, "
+                      f"spread {min(lost[name]):+.1%} .. {max(lost[name]):+.1%} "
+                      f"(rounds {', '.join(f'{c:+.1%}' for c in lost[name])})\n"
+                      f"  CPU/req added    median {statistics.median(added[name]):+.1%}, "
+                      f"spread {min(added[name]):+.1%} .. {max(added[name]):+.1%} "
+                      f"(rounds {', '.join(f'{c:+.1%}' for c in added[name])})")
+            cost = statistics.median(lost[default])
+            noise = max(abs(c) for c in lost[again])
+            met = cost <= TARGET_COST
             print(f"target: default sampling costs at most {TARGET_COST:.0%} of req/s: "
-                  f"{'met' if met else 'NOT met'} ({lost:+.1%})")
+                  f"{'met' if met else 'NOT met'} ({cost:+.1%}); two untraced servers differed by up to "
+                  f"{noise:.1%} in the same rounds, so this cost is "
+                  f"{'inside' if abs(cost) <= noise else 'outside'} the noise")
     finally:
         sink.shutdown()
     sys.exit(0 if met else 1)
