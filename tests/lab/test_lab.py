@@ -101,7 +101,7 @@ def lab_processes():
         except OSError:
             continue
         text = b" ".join(args).decode(errors="replace")
-        if str(STATE_DIR) in text and cmdline.parent.name != str(os.getpid()):
+        if f"{STATE_DIR}/" in text and cmdline.parent.name != str(os.getpid()):
             if "systemd-nspawn" in text or "nginx" in text or "lab-delay" in text:
                 found.append(f"{cmdline.parent.name}: {text}")
     return found
