@@ -27,7 +27,7 @@ from tests.support.ansible import PlaybookRun, run_playbook
 from tests.support.lab import Lab, lab_facts
 
 # The suites in the order they run within a stage (tests/<name>); others follow, by name.
-SUITES = ["layout", "app", "balancer", "autoscale", "lab", "roles", "fleet", "monitoring", "load", "edge", "gameday"]
+SUITES = ["layout", "app", "balancer", "autoscale", "lab", "roles", "fleet", "monitoring", "load", "edge", "gameday", "ha"]
 LAB_FIXTURES = {"lab", "fleet"}
 
 
