@@ -118,7 +118,12 @@ class Records:
         duplicates = {ticket_id: sorted(n for n, c in Counter(numbers).items() if c > 1)
                       for ticket_id, numbers in self.tickets().items() if len(set(numbers)) != len(numbers)}
         assert not duplicates, f"duplicate numbers: {duplicates}"
-        may_have_run = Counter(r["id"] for r in self.all if r["outcome"] == "sent" or r["outcome"].startswith("status-5"))
+        # "closed" too: the client sent the request again on a new connection, and the
+        # first one may have run. A balancer powered off mid-request closes its
+        # connections cleanly before any byte of the answer, after the app counted (a CI
+        # rehearsal: lb1 off, one number missing on an id with no other unknown outcome).
+        may_have_run = Counter(r["id"] for r in self.all
+                               if r["outcome"] in ("sent", "closed") or r["outcome"].startswith("status-5"))
         gaps = {ticket_id: max(numbers) - len(numbers) for ticket_id, numbers in self.tickets().items()}
         unexplained = {ticket_id: (gap, may_have_run[ticket_id]) for ticket_id, gap in gaps.items()
                        if gap > may_have_run[ticket_id]}
