@@ -13,7 +13,8 @@ Every request is recorded: [worker, start, end, outcome, address, id index,
 number], times in seconds after the run's `t0` (wall clock, shared with the
 control machine: the lab's VMs are containers on its kernel). Outcomes:
 "ok"; "closed" (a reused keep-alive connection the server closed before any
-byte of an answer: sent again on a new one, not a failure); "resolve" (the
+byte of an answer: sent again on a new one, not a failure, but the first may have
+run: a balancer powered off mid-request closes this way too); "resolve" (the
 name did not resolve); "connect" (no address accepted a
 connection: nothing was sent); "sent" (an error after the request was written:
 the increment may have run); "status-N" (an answer other than 200).
