@@ -6,7 +6,8 @@ BASE (`git archive BASE app/turnomatic`, imported from a temporary directory), t
 same again (what two identical servers differ by in the same rounds: the noise), and
 this working tree's app. Everything else (waitress, Flask, redis-py, this tree's
 `turnomatic serve` options) is the same for all three. wrk runs against each in turn,
-in alternating rounds.
+in alternating rounds. The change is called outside the noise only when every round
+of this tree's ratio to BASE lies beyond the identical pair's range of rounds.
 
 The figure is CPU time per request (the process's user + system time from /proc over
 wrk's requests): a process is held by one core (the GIL), so its capacity per core is
@@ -68,11 +69,15 @@ def main():
               f"(rounds {', '.join(f'{r:.3f}' for r in cost_ratios[name])})\n"
               f"  req/s ratio      median {statistics.median(rate_ratios[name]):.3f} "
               f"(rounds {', '.join(f'{r:.3f}' for r in rate_ratios[name])})")
-    noise = max(abs(r - 1) for r in cost_ratios[again])
+    # Outside the noise only when every round of this tree falls beyond every round of
+    # the identical pair, on the same side: one slow round cannot make or hide a change.
+    low, high = min(cost_ratios[again]), max(cost_ratios[again])
+    outside = all(r < low for r in cost_ratios[this]) or all(r > high for r in cost_ratios[this])
     change = statistics.median(cost_ratios[this]) - 1
-    print(f"this tree spends {change:+.1%} CPU per request against {args.base}; two identical servers differed by "
-          f"up to {noise:.1%} in the same rounds, so the change is {'inside' if abs(change) <= noise else 'outside'} "
-          "the noise")
+    print(f"this tree spends {change:+.1%} CPU per request against {args.base} (median); two identical servers "
+          f"were {low:.3f}-{high:.3f} of each other in the same rounds, so the change is "
+          f"{'outside' if outside else 'inside'} the noise"
+          f"{' (every round beyond that range)' if outside else ''}")
 
 
 if __name__ == "__main__":
