@@ -114,12 +114,15 @@ def answers_through_name(out: str, seconds: float = 6, rate: float = 40, keepali
 
 def ledger(records) -> TicketLedger:
     """The tickets of client_load.py records: per id the numbers served, and the
-    requests that may have taken one unseen (an error after sending, a 5xx)."""
+    requests that may have taken one unseen: an error after sending, a 5xx, and a
+    keep-alive connection closed before any byte of the answer ("closed": the client
+    sent the request again, but a balancer powered off mid-request closes this way
+    after the app counted; commit 92a6132)."""
     tickets = TicketLedger()
     for _, _, _, outcome, _, ident, number in records:
         if outcome == "ok":
             tickets.add_numbers(str(ident), [number])
-        elif outcome == "sent" or outcome.startswith("status-5"):
+        elif outcome in ("sent", "closed") or outcome.startswith("status-5"):
             tickets.add_numbers(str(ident), [], unknown_outcomes=1)
     return tickets
 
