@@ -240,3 +240,65 @@ def redeploy_unless_in_service(out: str) -> str:
         return "every app host ready and in service"
     result = rolling_update(out, "rollback")
     return f"not ready {not_ready}, drained {drained}: rolled back in {result['seconds']} s"
+
+
+# Redis's AOF directory (roles/redis: dir /var/lib/redis, Redis 7's appenddirname). While
+# a tmpfs stands in for it, the directory on the disk below is left as it was; the
+# tmpfs's content is copied back only if Redis ran on a complete copy (the marker).
+AOF_DIR = "/var/lib/redis/appendonlydir"
+AOF_TO_TMPFS = "/var/lib/redis/appendonlydir.gameday-in"
+AOF_FROM_TMPFS = "/var/lib/redis/appendonlydir.gameday-out"
+FILLER = f"{AOF_DIR}/gameday-filler"
+COPIED = f"{AOF_DIR}/gameday-copied"
+
+
+def aof_filesystem_full(out: str, host: str = "redis1", size_mb: int = 32) -> str:
+    """Action: Redis's AOF directory on a full filesystem, bounded: redis-server
+    stops, a tmpfs of `size_mb` (in the VM's memory, never the machine's disk) is
+    mounted over the AOF directory with the AOF copied in, Redis starts on it, and a
+    file fills what is left of the tmpfs. Redis keeps its AOF open, hence the restart
+    before the fill. aof_filesystem_restored undoes it."""
+    script = f"""set -eu
+test ! -e {AOF_FROM_TMPFS}
+! findmnt -n {AOF_DIR} >/dev/null
+systemctl stop redis-server
+rm -rf {AOF_TO_TMPFS}
+cp -a {AOF_DIR} {AOF_TO_TMPFS}
+mount -t tmpfs -o size={size_mb}m,mode=0750 gameday-aof {AOF_DIR}
+cp -a {AOF_TO_TMPFS}/. {AOF_DIR}/
+touch {COPIED}
+rm -rf {AOF_TO_TMPFS}
+chown redis:redis {AOF_DIR}
+systemctl start redis-server
+sleep 2
+dd if=/dev/zero of={FILLER} bs=64k 2>/dev/null || true
+df -k {AOF_DIR} | tail -1"""
+    return on_host(out, host, script)
+
+
+def aof_filesystem_restored(out: str, host: str = "redis1") -> str:
+    """Action (mitigation and rollback, safe to run twice): when the tmpfs is
+    mounted, the filler removed, Redis stopped, the AOF Redis wrote there copied
+    back to the disk (only if the copy onto the tmpfs had completed: otherwise the
+    disk's, untouched, is the right one) and the tmpfs unmounted; Redis started (its
+    start limit reset: it may have stopped restarting)."""
+    script = f"""set -eu
+if findmnt -n {AOF_DIR} >/dev/null; then
+  rm -f {FILLER}
+  systemctl stop redis-server
+  if [ -e {COPIED} ]; then
+    rm -rf {AOF_FROM_TMPFS}
+    cp -a {AOF_DIR} {AOF_FROM_TMPFS}
+    rm -f {AOF_FROM_TMPFS}/gameday-copied
+  fi
+  umount {AOF_DIR}
+  if [ -d {AOF_FROM_TMPFS} ]; then
+    find {AOF_DIR} -mindepth 1 -delete
+    cp -a {AOF_FROM_TMPFS}/. {AOF_DIR}/
+  fi
+fi
+rm -rf {AOF_FROM_TMPFS} {AOF_TO_TMPFS}
+systemctl reset-failed redis-server
+systemctl start redis-server
+systemctl is-active redis-server"""
+    return on_host(out, host, script)
