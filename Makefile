@@ -20,7 +20,7 @@ DEB_PACKAGES := redis-server nginx wrk systemd-container mmdebstrap iproute2 ope
 # failovers, last: they power balancers and a name server off and back on). `make check` is the loopback part.
 LOOPBACK := -m "not lab and not molecule"
 
-.PHONY: help setup up run check test lint bench-app bench-lab-app profile-app capacity-steps bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale gameday autoscale-proof
+.PHONY: help setup up run check test lint bench-app bench-change bench-lab-app profile-app capacity-steps bench-tracing bench-replica-ack load load-smoke load-lab lab-up lab-status lab-down fault autoscale gameday autoscale-proof
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -87,6 +87,11 @@ lint: setup ## yamllint and ansible-lint (production profile) over every playboo
 BENCH_ARGS ?=
 bench-app: setup ## wrk: turnomatic vs a bare WSGI callable, same Redis increment, same run; target >= 0.90
 	$(BIN)/python -m tools.bench.bench_app $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
+
+# make bench-change BASE=main ROUNDS=5
+BASE ?= main
+bench-change: setup ## wrk: CPU per request of this tree's app against BASE's (default main), same run
+	$(BIN)/python -m tools.bench.bench_change --base $(BASE) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
 
 # make profile-app PROFILE_OUT=docs/images/profile-after PROFILE_ARGS="-- --threads 16"
 PROFILE_OUT ?= tests/output/profile/app

@@ -14,11 +14,14 @@ from .store import StoreUnavailable, redacted
 
 log = logging.getLogger("turnomatic")
 
-# How long a thread may hold the GIL while another waits for it (Python's default:
-# 5 ms). waitress reads and writes sockets in its main thread; with the default it
-# waits for the worker threads running the app, and one process served 0.6-0.7 of
-# the requests/s it serves with 0.5 ms (tools/bench/bench_app.py, side by side).
-GIL_SWITCH_INTERVAL = 0.0005
+# How long a thread may hold the GIL while another waits for it: Python's default,
+# 5 ms, set here so that it is a decision (and the benchmarks' "same interval"
+# baselines read it). With the 16 threads the role runs, every thread that wants
+# the GIL wakes and asks for it each interval: at 0.5 ms (this setting until
+# December 2026) a loaded process made over 100 futex calls per request and spent
+# 1.16x (1/0.86) the CPU per request it spends at 5 ms, and served fewer requests/s
+# (make bench-change; 10 and 20 ms gained nothing more; docs/capacity.md "Per core").
+GIL_SWITCH_INTERVAL = 0.005
 
 
 class BadVariable:

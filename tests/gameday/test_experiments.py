@@ -20,7 +20,7 @@ def experiment(name):
 
 
 def test_there_is_a_scenario_per_fault_kind():
-    assert len(gameday.scenarios()) >= 7, gameday.scenarios()
+    assert len(gameday.scenarios()) >= 8, gameday.scenarios()
 
 
 @pytest.mark.parametrize("name", gameday.scenarios())

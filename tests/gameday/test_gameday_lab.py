@@ -67,6 +67,8 @@ def test_the_drafts_numbers_are_the_load_generators_counts(game_day):
     assert impact["failed"] == sum(n for outcome, n in outcomes.items() if outcome not in ("ok", "closed"))
     assert impact["sent again after a closed keep-alive connection"] == outcomes["closed"]
     assert impact["duplicates"] == 0
+    assert impact["requests that may have taken a number (tickets possibly lost)"] == sum(
+        n for outcome, n in outcomes.items() if outcome in ("sent", "closed") or outcome.startswith("status-5"))
     # A number missing is one a request that may have run took: never more of them.
     assert impact["numbers missing (gaps)"] <= impact["requests that may have taken a number (tickets possibly lost)"]
 

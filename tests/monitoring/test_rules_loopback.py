@@ -174,6 +174,28 @@ def test_host_silent_rule_fires_for_a_host_that_stopped_reporting(graphite, rule
     assert "gone95" not in fired
 
 
+def test_app_out_of_service_rule_fires_for_a_host_held_out_and_not_for_a_drain(graphite, rules):
+    line_port, api = graphite
+    rule = rules["turnomatic-app-out-of-service"]
+    end = past(5)
+    steps = (rule.window + rule.duration) // STEP + 6
+    out = (rule.window + rule.duration) // STEP + 1
+    rate = "requests.200.rate"
+    # StatsD sends 0 for a counter it has seen: a host held out answers 0 a second.
+    send(line_port, {f"stats.counters.turnomatic.app95.{rate}": [20] * (steps - out) + [0] * out,
+                     f"stats.counters.turnomatic.app96.{rate}": [20] * steps,
+                     # A rolling update's drain: 40 s without a request, then back.
+                     f"stats.counters.turnomatic.app97.{rate}": [20] * (steps - 5) + [0] * 4 + [20],
+                     # Gone from the inventory (scaled in), its counter still sent as 0.
+                     f"stats.counters.turnomatic.gone95.{rate}": [0] * steps}, end)
+    wait_for_points(api, [f"stats.counters.turnomatic.app95.{rate}", f"stats.counters.turnomatic.app97.{rate}"], end)
+    fired = alerting.firing(rule, api, end)
+    assert "app95" in fired
+    assert "app96" not in fired
+    assert "app97" not in fired
+    assert "gone95" not in fired
+
+
 def redis_bytes(size):
     """Redis's notation for sizes (redis.conf): k, m, g are powers of 1000, kb, mb, gb powers of 1024."""
     number, unit = re.fullmatch(r"(\d+)([kmg]b?)?", str(size).lower()).groups()

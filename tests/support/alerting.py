@@ -44,7 +44,7 @@ def aligned_now(step=STEP):
 
 # The inventory the loopback tests render the rules for (the host-silent rule watches
 # these hosts only): the host names tests/monitoring/test_rules_loopback.py writes.
-REPORTING_HOSTS = ["lb95", "ns95", "app95"]
+REPORTING_HOSTS = ["lb95", "ns95", "app95", "app96", "app97"]
 
 
 @functools.cache

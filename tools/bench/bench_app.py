@@ -7,7 +7,7 @@ and the ratios. Every server is one process against one local redis-server, with
 that compare the role's settings. Target: turnomatic >= 0.90 of the bare callable's req/s.
 
 Six servers:
-- turnomatic, as `turnomatic serve` runs it (GIL switch interval 0.5 ms), with the
+- turnomatic, as `turnomatic serve` runs it (its GIL switch interval), with the
   baselines' thread count;
 - turnomatic as deployed: one process (the role runs one per core) with the thread
   count the turnomatic role sets (roles/turnomatic/defaults/main.yml);
@@ -15,7 +15,8 @@ Six servers:
   docs/capacity.md "Per core" (PREVIOUS_THREADS); deployed / previous is what the
   change of settings gained per core;
 - bare: the bare callable on waitress as it comes (Python's 5 ms interval): the target's baseline;
-- bare, same interval: the bare callable with turnomatic's interval, so that
+- bare, same interval: the bare callable with turnomatic's interval (since it is
+  Python's 5 ms, the same as "bare": the pair shows the noise), so that
   turnomatic / it is what Flask and turnomatic's own code cost, nothing else;
 - minimal Flask: one route doing the same increment (minimal_flask_app.py), same interval:
   minimal Flask / bare same interval is the most any Flask app reaches;

@@ -21,13 +21,17 @@ from tests.support.service import RedisServer
 from tests.support.waiting import wait_until_answers
 
 
-def parse_args(description, app_threads_help):
+def parse_args(description, app_threads_help, app_threads_default=4, add_arguments=None):
+    """wrk's and the servers' options; add_arguments(parser) adds a benchmark's own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--app-threads", type=int, default=4, help=f"{app_threads_help} (default 4)")
+    parser.add_argument("--app-threads", type=int, default=app_threads_default,
+                        help=f"{app_threads_help} (default {app_threads_default})")
+    if add_arguments:
+        add_arguments(parser)
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         parser.error("--rounds and --seconds must be at least 1")

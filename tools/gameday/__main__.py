@@ -28,8 +28,9 @@ EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 # StatsD and collectd send a point every 10 s and carbon writes it a little later:
 # the draft waits this long past the window's end for its last points.
 GRAPHITE_LAG_S = 20
-# An experiment takes its hold time plus samples, boots and pauses; past this it is stopped.
-EXPERIMENT_OVERHEAD_S = 420
+# An experiment takes its hold time plus samples, boots, pauses and (bad-deploy) two
+# rolling updates of up to about 3 min each; past this it is stopped.
+EXPERIMENT_OVERHEAD_S = 900
 
 
 def scenarios() -> list[str]:

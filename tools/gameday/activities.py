@@ -30,6 +30,9 @@ LOAD_SCRIPT = REPO / "tools/load/client_load.py"
 REMOTE_LOAD_SCRIPT = "/root/client_load.py"
 # The share of requests whose latency the SLO bounds (docs/capacity.md: p99 < 50 ms).
 SLO_SHARE = 0.99
+# The app's port and the balancers' status port (roles/turnomatic, roles/balancer defaults).
+APP_PORT = 7017
+BALANCER_STATUS_PORT = 7018
 # A request the fleet does not end (no answer, no reset) is abandoned after this long.
 REQUEST_TIMEOUT_S = 10
 
@@ -114,12 +117,15 @@ def answers_through_name(out: str, seconds: float = 6, rate: float = 40, keepali
 
 def ledger(records) -> TicketLedger:
     """The tickets of client_load.py records: per id the numbers served, and the
-    requests that may have taken one unseen (an error after sending, a 5xx)."""
+    requests that may have taken one unseen: an error after sending, a 5xx, and a
+    keep-alive connection closed before any byte of the answer ("closed": the client
+    sent the request again, but a balancer powered off mid-request closes this way
+    after the app counted; commit 92a6132)."""
     tickets = TicketLedger()
     for _, _, _, outcome, _, ident, number in records:
         if outcome == "ok":
             tickets.add_numbers(str(ident), [number])
-        elif outcome == "sent" or outcome.startswith("status-5"):
+        elif outcome in ("sent", "closed") or outcome.startswith("status-5"):
             tickets.add_numbers(str(ident), [], unknown_outcomes=1)
     return tickets
 
@@ -172,3 +178,127 @@ def on_host(out: str, host: str, command: str, timeout: int = 120) -> str:
     if answer.returncode != 0:
         raise ActivityFailed(f"{host}: {command!r} exited {answer.returncode}: {answer.stderr.strip()[-500:]}")
     return answer.stdout.strip()[-2000:]
+
+
+def _upstreams() -> dict:
+    """What every balancer serves now: {balancer: {"servers": [...], "drained": [...]}},
+    read from its status port's /upstream (the drain's own check)."""
+    facts = lab_facts()
+    read = ("python3 -c 'import urllib.request; "
+            f"print(urllib.request.urlopen(\"http://127.0.0.1:{BALANCER_STATUS_PORT}/upstream\", timeout=10).read().decode())'")
+    return {lb: json.loads(facts.ssh(lb, read).stdout) for lb in facts.group("lb")}
+
+
+def _ready(host: str) -> bool:
+    """Whether the app on `host` answers /readyz (asked on the host: only it and the
+    balancers may reach its port)."""
+    facts = lab_facts()
+    url = f"http://{facts.address(host)}:{APP_PORT}/readyz"
+    check = f"python3 -c 'import urllib.request; urllib.request.urlopen(\"{url}\", timeout=10)'"
+    return facts.ssh(host, check, check=False).returncode == 0
+
+
+def rolling_update(out: str, name: str, extra_vars: dict | None = None, host: str | None = None) -> dict:
+    """Action: the operator's rolling update (playbooks/rolling_update.yml), with
+    `extra_vars` as `-e` (a setting that differs from the inventory's); its log goes
+    to out/deploy-<name>.log. With `host`, a bad version: the update must fail on
+    that app host and reach no other (its readiness gate holds the version back),
+    and every balancer must hold that host out; without, it must succeed and every
+    balancer serve every app. Fails the activity otherwise (a finding); returns its
+    exit status, the app hosts it reached in order, those it failed on and what
+    every balancer serves."""
+    arguments = ["-e", json.dumps(extra_vars)] if extra_vars else []
+    run = run_playbook("playbooks/rolling_update.yml", *arguments, log_name=f"gameday-deploy-{name}")
+    Path(out, f"deploy-{name}.log").write_text(run.output)
+    # The app play's task results name their host in brackets.
+    app_play = run.output.partition("PLAY [Update the app servers one at a time]")[2]
+    reached = sorted((app_play.find(f"[{app}]"), app) for app in lab_facts().group("app") if f"[{app}]" in app_play)
+    result = {"returncode": run.returncode, "seconds": round(run.seconds, 1),
+              "reached": [app for _, app in reached],
+              "failed": sorted({line.split("[", 1)[1].split("]", 1)[0] for line in app_play.splitlines()
+                                if line.startswith("fatal: [")}),
+              "drained": {lb: upstream["drained"] for lb, upstream in _upstreams().items()}}
+    held_out = [host] if host else []
+    if host:
+        expected = result["returncode"] != 0 and result["reached"] == held_out and result["failed"] == held_out
+    else:
+        expected = result["returncode"] == 0
+    if not expected or any(drained != held_out for drained in result["drained"].values()):
+        raise ActivityFailed(f"rolling update {name}: expected {'to stop at ' + host if host else 'success'} "
+                             f"with {held_out} drained, got {result}; log {Path(out, f'deploy-{name}.log')}")
+    return result
+
+
+def redeploy_unless_in_service(out: str) -> str:
+    """Action (the bad deploy's mitigation and rollback): when an app host does not
+    answer /readyz or a balancer holds one out, the rolling update with the
+    inventory's settings (the last good ones); nothing otherwise, so it is safe to
+    run twice."""
+    not_ready = [host for host in lab_facts().group("app") if not _ready(host)]
+    drained = sorted({host for upstream in _upstreams().values() for host in upstream["drained"]})
+    if not not_ready and not drained:
+        return "every app host ready and in service"
+    result = rolling_update(out, "rollback")
+    return f"not ready {not_ready}, drained {drained}: rolled back in {result['seconds']} s"
+
+
+# Redis's AOF directory (roles/redis: dir /var/lib/redis, Redis 7's appenddirname). While
+# a tmpfs stands in for it, the directory on the disk below is left as it was; the
+# tmpfs's content is copied back only if Redis ran on a complete copy (the marker).
+AOF_DIR = "/var/lib/redis/appendonlydir"
+AOF_TO_TMPFS = "/var/lib/redis/appendonlydir.gameday-in"
+AOF_FROM_TMPFS = "/var/lib/redis/appendonlydir.gameday-out"
+FILLER = f"{AOF_DIR}/gameday-filler"
+COPIED = f"{AOF_DIR}/gameday-copied"
+
+
+def aof_filesystem_full(out: str, host: str = "redis1", size_mb: int = 32) -> str:
+    """Action: Redis's AOF directory on a full filesystem, bounded: redis-server
+    stops, a tmpfs of `size_mb` (in the VM's memory, never the machine's disk) is
+    mounted over the AOF directory with the AOF copied in, Redis starts on it, and a
+    file fills what is left of the tmpfs. Redis keeps its AOF open, hence the restart
+    before the fill. aof_filesystem_restored undoes it."""
+    script = f"""set -eu
+test ! -e {AOF_FROM_TMPFS}
+! findmnt -n {AOF_DIR} >/dev/null
+systemctl stop redis-server
+rm -rf {AOF_TO_TMPFS}
+cp -a {AOF_DIR} {AOF_TO_TMPFS}
+mount -t tmpfs -o size={size_mb}m,mode=0750 gameday-aof {AOF_DIR}
+cp -a {AOF_TO_TMPFS}/. {AOF_DIR}/
+touch {COPIED}
+rm -rf {AOF_TO_TMPFS}
+chown redis:redis {AOF_DIR}
+systemctl start redis-server
+sleep 2
+dd if=/dev/zero of={FILLER} bs=64k 2>/dev/null || true
+df -k {AOF_DIR} | tail -1"""
+    return on_host(out, host, script)
+
+
+def aof_filesystem_restored(out: str, host: str = "redis1") -> str:
+    """Action (mitigation and rollback, safe to run twice): when the tmpfs is
+    mounted, the filler removed, Redis stopped, the AOF Redis wrote there copied
+    back to the disk (only if the copy onto the tmpfs had completed: otherwise the
+    disk's, untouched, is the right one) and the tmpfs unmounted; Redis started (its
+    start limit reset: it may have stopped restarting)."""
+    script = f"""set -eu
+if findmnt -n {AOF_DIR} >/dev/null; then
+  rm -f {FILLER}
+  systemctl stop redis-server
+  if [ -e {COPIED} ]; then
+    rm -rf {AOF_FROM_TMPFS}
+    cp -a {AOF_DIR} {AOF_FROM_TMPFS}
+    rm -f {AOF_FROM_TMPFS}/gameday-copied
+  fi
+  umount {AOF_DIR}
+  if [ -d {AOF_FROM_TMPFS} ]; then
+    find {AOF_DIR} -mindepth 1 -delete
+    cp -a {AOF_FROM_TMPFS}/. {AOF_DIR}/
+  fi
+fi
+rm -rf {AOF_FROM_TMPFS} {AOF_TO_TMPFS}
+systemctl reset-failed redis-server
+systemctl start redis-server
+systemctl is-active redis-server"""
+    return on_host(out, host, script)
