@@ -109,7 +109,7 @@ STEPS_ARGS ?=
 capacity-steps: setup ## open-loop max load per construction step, Node.js reference row, side by side (docs/capacity.md)
 	$(BIN)/python -m tools.load.capacity_steps $(STEPS_ARGS)
 
-bench-tracing: setup ## wrk: turnomatic with tracing off, at the default sampling and at 100 %, same run
+bench-tracing: setup ## wrk: turnomatic with tracing off, at the default sampling, at 100 % and at 0 %, same run
 	$(BIN)/python -m tools.bench.bench_tracing $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECONDS),--seconds $(SECONDS)) $(BENCH_ARGS)
 
 bench-replica-ack: setup ## wrk: turnomatic with and without the replica acknowledgement (WAIT), same run

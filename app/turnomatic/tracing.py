@@ -5,11 +5,18 @@ Configured only by the standard OTEL_* environment variables, read by the SDK it
 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), _HEADERS, _PROTOCOL,
 _TIMEOUT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, _SAMPLER_ARG,
 OTEL_BSP_* and OTEL_PROPAGATORS. Without an endpoint tracing is off: no SDK, no
-middleware, and the hooks below cost one dictionary look-up.
+middleware, and the hooks below cost one context look-up.
 
 Spans of our own rather than the Flask/WSGI instrumentations: those record dozens of
 attributes per request and wrap every Flask hook, and what is wanted here is a handful
 of attributes that the instrumentations do not know (the id, the outcome).
+
+Most requests are not sampled, and for them no span is made at all: a request that
+brings no trace context of its caller gets its trace id drawn by the middleware, the
+SDK's sampler decides on it, and only a sampled one gets its span, with that very trace
+id. Making the span of an unsampled request (the SDK's start_span, the context
+attached and detached, the propagator's look-ups) cost 2.7 % of a request's
+instructions, most of the default sampling's cost (docs/monitoring.md).
 
 A request never waits for the backend: a finished span goes into the batch processor's
 bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, 2048; beyond it spans are dropped, never
@@ -33,8 +40,8 @@ log = logging.getLogger(__name__)
 # Default sampler when OTEL_TRACES_SAMPLER is not set: parentbased_traceidratio, so a
 # trace a caller started (sampled in its traceparent) is always kept whole, and of the
 # requests that come without one this fraction is traced. 1 %: a traced request costs
-# the process about twice the CPU of an untraced one (the SDK's spans and the protobuf
-# encoding), so 10 % cost 12 % of the throughput and 1 % keeps within the 5 % budget
+# the process 1.8 to 1.9 times the CPU of an untraced one (the SDK's two spans and their
+# protobuf encoding), so each percent sampled costs about 1 % of the CPU
 # (docs/monitoring.md, tools/bench/bench_tracing.py); one process at 2,500 req/s still
 # sends 25 traces a second.
 DEFAULT_SAMPLE_RATIO = 0.01
@@ -62,6 +69,7 @@ def init_app(app, environ=os.environ):
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
@@ -70,7 +78,8 @@ def init_app(app, environ=os.environ):
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and _ARG
     if "OTEL_TRACES_SAMPLER" not in environ:
         sampler = ParentBasedTraceIdRatio(sample_ratio(environ))
-    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
+    trace_ids = DrawnTraceIds(RandomIdGenerator())
+    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False, id_generator=trace_ids)
     exporter = span_exporter(environ)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     atexit.register(shut_down_within, provider, EXIT_FLUSH_SECONDS)
@@ -80,7 +89,7 @@ def init_app(app, environ=os.environ):
     log.info("tracing to %s as %s, sampler %s", endpoint(environ), resource.attributes[SERVICE_NAME],
              provider.sampler.get_description())
     app.extensions["tracer"] = tracer
-    app.wsgi_app = ServerSpans(app.wsgi_app, tracer)
+    app.wsgi_app = ServerSpans(app.wsgi_app, tracer, provider.sampler, trace_ids)
 
 
 def shut_down_within(provider, seconds):
@@ -154,20 +163,65 @@ class EnvironGetter:
 
 ENVIRON_GETTER = EnvironGetter()
 
+# The context of a request that brings none: no parent, a root span.
+NO_PARENT = context.Context()
+
+# Where an unsampled request keeps its trace id (in its WSGI environ), for its log line.
+UNSAMPLED_TRACE_ID = "turnomatic.unsampled_trace_id"
+
+
+class DrawnTraceIds:
+    """The SDK's id generator, `random_ids`, but a thread's next trace id can be one drawn
+    beforehand: the middleware asks the sampler about a trace id before making a span,
+    and the span of a sampled request must carry the id that was sampled (the ratio
+    sampler decides on the id: a fresh one would be sampled again, at 1 % of 1 %)."""
+
+    def __init__(self, random_ids):
+        self.random_ids = random_ids
+        self.generate_span_id = random_ids.generate_span_id
+        self.is_trace_id_random = random_ids.is_trace_id_random
+        self.drawn = threading.local()
+
+    def use_next(self, trace_id):
+        self.drawn.trace_id = trace_id
+
+    def generate_trace_id(self):
+        trace_id = getattr(self.drawn, "trace_id", None)
+        if trace_id is None:
+            return self.random_ids.generate_trace_id()
+        self.drawn.trace_id = None
+        return trace_id
+
 
 class ServerSpans:
     """WSGI middleware: the server span of each request, joined to the caller's trace
     when the request carries a traceparent (OTEL_PROPAGATORS, W3C trace context by default)."""
 
-    def __init__(self, wsgi_app, tracer):
+    def __init__(self, wsgi_app, tracer, sampler, trace_ids):
         self.wsgi_app = wsgi_app
         self.tracer = tracer
+        self.sampler = sampler
+        self.trace_ids = trace_ids
+        # The headers the propagators read (traceparent, tracestate, baggage by default).
+        self.context_keys = tuple("HTTP_" + field.upper().replace("-", "_")
+                                  for field in propagate.get_global_textmap().fields)
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
-        span = self.tracer.start_span(method, context=propagate.extract(environ, getter=ENVIRON_GETTER), kind=SpanKind.SERVER)
-        # By hand rather than start_as_current_span: most requests are not sampled, and
-        # for them the span is only its context; the context manager costs a third more.
+        if any(key in environ for key in self.context_keys):
+            # The caller's context decides (a parent-based sampler keeps its sampled trace).
+            parent = propagate.extract(environ, getter=ENVIRON_GETTER)
+        else:
+            # The same question start_span would ask the sampler, before any span is made.
+            trace_id = self.trace_ids.generate_trace_id()
+            if not self.sampler.should_sample(NO_PARENT, trace_id, method, SpanKind.SERVER).decision.is_recording():
+                environ[UNSAMPLED_TRACE_ID] = trace_id
+                return self.wsgi_app(environ, start_response)
+            self.trace_ids.use_next(trace_id)
+            parent = NO_PARENT
+        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+        # By hand rather than start_as_current_span: a caller's unsampled request gets
+        # a span that is only its context; the context manager costs a third more.
         token = context.attach(trace.set_span_in_context(span))
         try:
             if not span.is_recording():
@@ -198,9 +252,8 @@ class ServerSpans:
 
 def record(outcome, error=None, **attributes):
     """The request's outcome (and the route it matched, its other attributes, the
-    exception) on its server span; called by the view and the error handlers."""
-    if "tracer" not in current_app.extensions:
-        return
+    exception) on its server span; called by the view and the error handlers. With
+    tracing off, or the request not sampled, no span is current."""
     span = trace.get_current_span()
     if not span.is_recording():
         return
@@ -218,12 +271,10 @@ def record(outcome, error=None, **attributes):
 def redis_span(operation):
     """The child span around one Redis call; a no-op context when tracing is off or the
     request is not sampled: without its server span the child is of no use (a
-    parent-based sampler, the default, would drop it too), and making it costs 7 of the
-    11 us tracing adds to an unsampled request (SDK 1.x, this machine)."""
-    tracer = current_app.extensions.get("tracer")
-    if tracer is None or not trace.get_current_span().is_recording():
+    parent-based sampler, the default, would drop it too)."""
+    if not trace.get_current_span().is_recording():
         return nullcontext()
-    return tracer.start_as_current_span(
+    return current_app.extensions["tracer"].start_as_current_span(
         f"redis {operation}",
         kind=SpanKind.CLIENT,
         attributes={"db.system": "redis", "db.system.name": "redis", "db.operation.name": operation},
@@ -232,10 +283,11 @@ def redis_span(operation):
 
 def log_reference():
     """' [trace <id>]' for a log line, so that the line leads to its trace; '' when off."""
-    if "tracer" not in current_app.extensions:
-        return ""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return ""
-    sampled = "" if context.trace_flags.sampled else ", not sampled"
-    return f" [trace {trace.format_trace_id(context.trace_id)}{sampled}]"
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        trace_id, sampled = span_context.trace_id, span_context.trace_flags.sampled
+    else:
+        trace_id, sampled = request.environ.get(UNSAMPLED_TRACE_ID), False
+        if trace_id is None:
+            return ""
+    return f" [trace {trace.format_trace_id(trace_id)}{'' if sampled else ', not sampled'}]"

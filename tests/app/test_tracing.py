@@ -153,6 +153,51 @@ def test_a_client_traceparent_is_joined(start_service, redis_server, redis_clien
     assert len(spans) == 10
 
 
+def test_the_ratio_sampler_keeps_its_share_and_unsampled_failures_name_their_trace(
+        start_service, redis_server, redis_client, receiver):
+    """At a ratio of 1/2, about half the requests are traced, each with the trace id the
+    sampler decided on (the ratio sampler keeps the ids whose lower 64 bits fall below
+    ratio x 2^64), and the log line of a failed request that was not traced names the
+    trace id the sampler refused. The app asks the sampler before making any span (an
+    unsampled request gets none): were the span given a fresh id, it would be sampled
+    a second time, a quarter of the requests instead of half."""
+    service = start_service("--store", redis_server.url, env=tracing_env(receiver.endpoint, OTEL_TRACES_SAMPLER_ARG="0.5"))
+    tickets, bad = 200, 40
+    connection = http.client.HTTPConnection(service.base, timeout=10)
+    for n in range(tickets):
+        assert request(service.base, f"/turno/ratio{n % 4}", connection=connection)[0] == 200
+    for n in range(bad):
+        assert request(service.base, f"/turno/-bad{n}", connection=connection)[0] == 400
+    # A sampled traceparent is always traced, and the exporter keeps the order: once this
+    # last request's span has arrived, so have all the others.
+    marker = "5bf92f3577b34da6a3ce929d0e0e4736"
+    assert request(service.base, "/turno/marker", {"traceparent": f"00-{marker}-00f067aa0ba902b7-01"},
+                   connection=connection)[0] == 200
+    connection.close()
+    wait_for(lambda: any(s.trace_id == marker for s in receiver.received()), 10, "the last request's span")
+    spans = [s for s in server_spans(receiver, 1) if s.trace_id != marker]
+    children = {s.parent_span_id for s in receiver.received() if s.kind == Span.SPAN_KIND_CLIENT}
+
+    def kept_by_the_ratio(trace_id):
+        return int(trace_id, 16) & (2**64 - 1) < 2**63
+
+    traced_tickets = [s for s in spans if s.attributes["turnomatic.outcome"] == "ticket"]
+    # Half of 200 is 100, standard deviation 7: 70..130 is over four of them either way.
+    assert 70 <= len(traced_tickets) <= 130, len(traced_tickets)
+    assert all(kept_by_the_ratio(s.trace_id) for s in spans)
+    assert all(s.span_id in children for s in traced_tickets)
+    traced_bad = {s.attributes["url.path"]: s.trace_id for s in spans if s.attributes["turnomatic.outcome"] == "bad_id"}
+    assert 0 < len(traced_bad) < bad
+    log = service.log()
+    for n in range(bad):
+        path = f"/turno/-bad{n}"
+        [(trace_id, not_sampled)] = re.findall(rf"GET '{path}' -> 400 .*\[trace ([0-9a-f]{{32}})(, not sampled)?\]", log)
+        if path in traced_bad:
+            assert (trace_id, not_sampled) == (traced_bad[path], "")
+        else:
+            assert not_sampled and not kept_by_the_ratio(trace_id), (path, trace_id)
+
+
 def test_tracing_is_off_without_an_endpoint(start_service, redis_server, redis_client, receiver):
     """The other OTEL_* variables alone send nothing (and cost nothing: no SDK is loaded)."""
     env = tracing_env("", OTEL_TRACES_SAMPLER="always_on")

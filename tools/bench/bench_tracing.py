@@ -1,9 +1,10 @@
 """Benchmark: what tracing costs turnomatic, in one run, side by side.
 
-Three `turnomatic serve` processes on the same redis-server, metrics on, alike but for
+`turnomatic serve` processes on the same redis-server, metrics on, alike but for
 tracing: off (no OTEL_EXPORTER_OTLP_ENDPOINT), on at the default sampling (the app's
-parentbased_traceidratio, 1 %), and on at 100 % (always_on). The two traced ones
-export over OTLP/HTTP to a sink in this process that reads each export and answers 200
+parentbased_traceidratio, 1 %), on at 100 % (always_on), and on at 0 % (every request
+unsampled: what tracing costs a request that is not traced, apart from the traced ones).
+The traced ones export over OTLP/HTTP to a sink in this process that reads each export and answers 200
 (a collector or Honeycomb would be elsewhere; the sink's work is not the app's).
 wrk runs against each in turn, in alternating rounds.
 
@@ -62,8 +63,9 @@ def main():
         "off, again": {},
         f"default ({DEFAULT_SAMPLE_RATIO:.0%})": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
         "100%": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "always_on"},
+        "0%": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER_ARG": "0"},
     }
-    off, again, default, full = variants
+    off, again, default, full, unsampled = variants
     try:
         with redis_and_servers("turnomatic-bench-tracing-") as (redis_url, processes):
             targets = {}
@@ -82,7 +84,7 @@ def main():
                 sys.exit("the sink received no export: the traced servers did not trace")
 
             lost, added = {}, {}
-            for name in (again, default, full):
+            for name in (again, default, full, unsampled):
                 lost[name] = [1 - traced / untraced for traced, untraced in zip(rates[name], rates[off])]
                 added[name] = [traced / untraced - 1 for traced, untraced in zip(costs[name], costs[off])]
                 print(f"{name} vs off:\n"
