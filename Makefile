@@ -136,5 +136,5 @@ gameday: setup ## game days on the lab fleet (Chaos Toolkit) and their timeline 
 	$(BIN)/python -m tools.gameday $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(HOLD),--hold $(HOLD))
 
 # make autoscale-proof [PROFILE=short]: report, figures and plot in tests/output/autoscale/<profile>/
-autoscale-proof: setup ## the autoscaler on the lab under a load ramp (20 min and more; needs make up)
+autoscale-proof: setup ## the autoscaler on the lab under a load ramp (PROFILE=short about 6 min, full longer; needs make up)
 	$(BIN)/python -m tools.autoscale.proof $(if $(PROFILE),--profile $(PROFILE))

@@ -22,8 +22,8 @@ from tools.autoscale.actuate import PlaybookFailed  # noqa: E402
 
 
 class RecordingActuator:
-    def __init__(self, ansible, provision_playbook, deprovision_playbook, pool, app_hosts):
-        self.pool = pool
+    def __init__(self, ansible, provision_playbook, deprovision_playbook):
+        pass
 
     def record(self, call, host, in_service):
         with open(os.environ["STUB_CALLS"], "a") as calls:

@@ -203,8 +203,7 @@ def main(argv=None, build_actuator=None, read_utilisation=None) -> int:
             print(f"autoscale: {busy}", file=sys.stderr)
             return LOCK_BUSY
     ansible.runner_dir = config.state_dir / "runner"
-    actuator = (build_actuator or Actuator)(ansible, config.provision_playbook, config.deprovision_playbook,
-                                            list(config.pool), list(answer["app"]))
+    actuator = (build_actuator or Actuator)(ansible, config.provision_playbook, config.deprovision_playbook)
     if read_utilisation is None:
         def read_utilisation(hosts):
             return graphite.app_utilisation(config.graphite_url, hosts, config.cores, config.window,

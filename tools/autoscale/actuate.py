@@ -88,21 +88,16 @@ class Actuator:
     """Scale-out and scale-in of one pool host, each a sequence of idempotent
     playbooks, so that running one again after a crash finishes it."""
 
-    def __init__(self, ansible: Ansible, provision_playbook: str, deprovision_playbook: str, pool: list[str],
-                 app_hosts: list[str]):
+    def __init__(self, ansible: Ansible, provision_playbook: str, deprovision_playbook: str):
         self.ansible = ansible
         self.provision_playbook = provision_playbook
         self.deprovision_playbook = deprovision_playbook
-        self.pool = pool
-        self.app_hosts = app_hosts
 
     def scale_out(self, host: str, in_service: list[str]) -> None:
         """in_service: the hosts in the balancers afterwards, host included."""
         self.ansible.playbook(self.provision_playbook, {"autoscale_host": host}, limit=f"localhost:{host}")
-        # The balancers join at the end of scale_out.yml; pool hosts out of service are not converged.
-        left_out = [h for h in self.pool if h not in in_service]
-        self.ansible.playbook("playbooks/scale_out.yml", {"autoscale_host": host, "autoscale_in_service": in_service},
-                              limit=":".join(["localhost", "all", "!lb", *(f"!{h}" for h in left_out)]))
+        # Its plays name the hosts they converge: the new host, the firewalls that admit it, the balancers.
+        self.ansible.playbook("playbooks/scale_out.yml", {"autoscale_host": host, "autoscale_in_service": in_service})
 
     def scale_in(self, host: str, in_service: list[str]) -> None:
         """in_service: the hosts that stay in the balancers."""
