@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.support import alerting
 from tests.support.ansible import PlaybookRun, run_playbook
 from tests.support.lab import Lab, lab_facts
 
@@ -68,6 +69,9 @@ class Fleet:
     def address(self, host):
         return self.lab.address(host)
 
+    def group(self, name):
+        return self.lab.group(name)
+
     def ssh_command(self, host, command):
         return self.lab.ssh_command(host, command)
 
@@ -96,3 +100,19 @@ def fleet(lab):
     assert second.returncode == 0, f"site.yml failed on its second run ({second.log}):\n{second.tail()}"
     print(f"\nsite.yml: first run {first.seconds:.0f} s, second run {second.seconds:.0f} s")
     return Fleet(lab, first, second)
+
+
+# Where the grafana role provisions the alert rules on the monitoring host.
+RULES_PATH = "/etc/grafana/provisioning/alerting/turnomatic-rules.yaml"
+
+
+@pytest.fixture(scope="module")
+def graphite(fleet):
+    """graphite-web on the fleet's monitoring host."""
+    return alerting.Graphite(f"http://{fleet.address(fleet.group('monitoring')[0])}")
+
+
+@pytest.fixture(scope="module")
+def rules(fleet):
+    """The alert rules as the monitoring host's Grafana has them: uid → Rule."""
+    return alerting.load_rules(fleet.ssh(fleet.group("monitoring")[0], f"cat {RULES_PATH}").stdout)

@@ -11,21 +11,17 @@ import json
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.support import figures
+from tests.support.checker import SERVICE_NAME, Load, install_checker
 from tests.support.lab import lab_facts
 from tests.support.paths import OUTPUT
-from tests.support.tickets import TicketLedger
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.lab
-CHECKER = Path(__file__).with_name("ticket_checker.py")
-REMOTE_CHECKER = "/root/ticket_checker.py"
 FIGURES = OUTPUT / "fleet-figures.json"
-SERVICE_NAME = "turnomatic.lab"
 CONCURRENCY = 64
 
 
@@ -37,60 +33,10 @@ def fresh_prefix(label):
     return f"e2e-{label}-{uuid.uuid4().hex[:8]}"
 
 
-class Load:
-    """ticket_checker.py running on the client host, started in the background."""
-
-    def __init__(self, fleet, prefix, requests, max_seconds, until_stdin_closes=False, concurrency=CONCURRENCY, ids=10):
-        command = (f"python3 {REMOTE_CHECKER} --name {SERVICE_NAME} --id-prefix {prefix} --requests {requests} "
-                   f"--max-seconds {max_seconds} --concurrency {concurrency} --ids {ids}")
-        if until_stdin_closes:
-            command += " --until-stdin-closes"
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            fleet.ssh_command("client1", command),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-
-    def finish(self, timeout=600):
-        """Close its stdin (stops an --until-stdin-closes run) and read its report."""
-        stdout, stderr = self.process.communicate(input="", timeout=timeout)
-        assert self.process.returncode == 0, f"ticket_checker failed: {stderr.strip()}"
-        return Report(json.loads(stdout))
-
-
-class Report:
-    """The checker's result, its tickets judged by the ticket ledger."""
-
-    def __init__(self, result):
-        self.result = result
-        self.tickets = result["tickets"]
-        self.ok = result["statuses"].get("200", 0)
-        self.failed = sum(result["failures"].values()) + sum(
-            count for status, count in result["statuses"].items() if status != "200")
-        self.ledger = TicketLedger()
-        for ticket_id, numbers in self.tickets.items():
-            self.ledger.add_numbers(ticket_id, numbers)
-
-    def duplicates(self):
-        """id → numbers received more than once."""
-        return self.ledger.duplicates()
-
-    def missing(self):
-        """id → how many numbers of 1..max were never received (gaps)."""
-        return self.ledger.missing()
-
-    def exactly_one_to_n(self):
-        return self.ledger.exactly_one_to_n()
-
-    def summary(self):
-        return {key: self.result[key] for key in
-                ("requests", "seconds", "ok_per_second", "statuses", "failures", "stale_keepalive_retries", "by_balancer")}
-
-
 @pytest.fixture(scope="module")
 def client(fleet):
     """The fleet, with the checker copied onto the client host."""
-    fleet.ssh("client1", f"cat > {REMOTE_CHECKER}", input=CHECKER.read_text())
+    install_checker(fleet)
     return fleet
 
 
@@ -158,10 +104,12 @@ def test_20000_requests_over_both_balancers_give_exactly_1_to_n_per_id(client):
     assert min(per_balancer.values()) >= 0.2 * 20000, f"DNS round-robin did not spread the load: {per_balancer}"
 
 
-def test_redis_is_reachable_from_app_hosts_only(fleet):
-    assert can_connect(fleet, "app1", "redis1", 6379)
-    for outsider in ("client1", "lb1"):
-        assert not can_connect(fleet, outsider, "redis1", 6379), f"{outsider} reached Redis"
+def test_redis_and_sentinel_are_reachable_from_app_hosts_and_each_other_only(fleet):
+    for port in (6379, 26379):
+        assert can_connect(fleet, "app1", "redis1", port)
+        assert can_connect(fleet, "redis2", "redis1", port)
+        for outsider in ("client1", "lb1"):
+            assert not can_connect(fleet, outsider, "redis1", port), f"{outsider} reached redis1:{port}"
 
 
 def test_app_port_is_reachable_from_balancers_only(fleet):

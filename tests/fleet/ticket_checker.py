@@ -7,6 +7,10 @@ tickets per id, the status counts, the failures and which balancer served what.
 Whether the numbers are exactly 1..n is judged by the test, not here. Like a
 browser, a request whose reused keep-alive connection was closed before any byte
 of an answer is sent once more on a new connection; those are counted apart.
+Every request without a ticket is listed in "unanswered" as [id, status (0: no
+answer), the answer's body or the error]: the test's TicketLedger decides which
+of them may have taken a number (a closed keep-alive connection may have: a
+balancer powered off mid-request closes it after the app counted).
 
 The run stops at --requests, or after --max-seconds, or when stdin closes
 (--until-stdin-closes), whichever comes first: the test closes stdin when the
@@ -74,6 +78,7 @@ class Run:
         self.by_balancer = Counter()
         self.failure_times = []  # seconds into the run of every failure and non-200 answer
         self.stale_retries = 0
+        self.unanswered = []  # [id, status or 0, body or error] of every request without a ticket
         self.due = due_offsets(args.schedule) if args.schedule else None
         self.answers = []  # with --schedule: (due offset, latency from due or None, status) of each request
         self.started_at = time.time()
@@ -100,20 +105,23 @@ class Run:
             with self.lock:
                 self.answers.append((due, latency if status == 200 else None, status))
 
-    def count_stale_retry(self):
+    def count_stale_retry(self, ticket_id):
         with self.lock:
             self.stale_retries += 1
+            self.unanswered.append([ticket_id, 0, "keep-alive connection closed before an answer"])
 
-    def record(self, address, status=None, ticket=None, ticket_id=None, failure=None):
+    def record(self, address, status=None, ticket=None, ticket_id=None, failure=None, body=b""):
         with self.lock:
             if failure:
                 self.failures[failure] += 1
                 self.failure_times.append(round(time.monotonic() - self.started, 2))
+                self.unanswered.append([ticket_id, 0, failure])
                 return
             self.statuses[str(status)] += 1
             self.by_balancer[address] += 1
             if status != 200:
                 self.failure_times.append(round(time.monotonic() - self.started, 2))
+                self.unanswered.append([ticket_id, status, body[:300].decode("utf-8", "replace")])
             if ticket is not None:
                 self.tickets[ticket_id].append(ticket)
 
@@ -150,22 +158,22 @@ def worker(run):
             # browser sends it again on a new connection; so do we, once. Were
             # the guess wrong, the number would be missing and the test would see it.
             if reused and isinstance(error, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
-                run.count_stale_retry()
+                run.count_stale_retry(ticket_id)
                 retry = request
                 continue
-            run.record(address, failure=type(error).__name__)
+            run.record(address, ticket_id=ticket_id, failure=type(error).__name__)
             run.answered(due, type(error).__name__)
             continue
         reused = True
         if response.status == 200:
             answer = json.loads(body)
             if answer.get("id") != ticket_id:
-                run.record(address, failure="wrong id in body")
+                run.record(address, ticket_id=ticket_id, failure="wrong id in body")
                 run.answered(due, "wrong id in body")
                 continue
             run.record(address, status=200, ticket=answer["turno"], ticket_id=ticket_id)
         else:
-            run.record(address, status=response.status)
+            run.record(address, status=response.status, ticket_id=ticket_id, body=body)
         run.answered(due, response.status)
         if response.getheader("Connection", "").lower() == "close":
             connection.close()
@@ -198,6 +206,7 @@ def main():
             "failures": dict(run.failures),
             "stale_keepalive_retries": run.stale_retries,
             "failure_times": run.failure_times,
+            "unanswered": run.unanswered,
             "by_balancer": dict(run.by_balancer),
             "tickets": run.tickets,
             "started_at": run.started_at,

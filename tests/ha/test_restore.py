@@ -4,8 +4,9 @@ twice.
 
 Numbers are taken for a few ids through the service name from the client host (the
 fleet suite's ticket_checker.py), a snapshot is taken (the backup timer's service on
-the monitoring host), more numbers are taken, then redis1 loses its data (redis-server
-stopped, its data directory emptied) and the playbook restores the snapshot. Every
+the monitoring host), more numbers are taken, then every Redis host loses its data
+(redis-server stopped, its data directory emptied) and the playbook restores the
+snapshot on the first one, the others replicating it, the sentinels watching it. Every
 id's next number must lie above every number handed out before the loss: the
 playbook moves the counters past what was handed out since the snapshot (the
 failover fence's turno::failovers, raised by the snapshot's age x the fleet's
@@ -19,13 +20,10 @@ import uuid
 
 import pytest
 
-from tests.support.paths import REPO
+from tests.support.checker import REMOTE_CHECKER, SERVICE_NAME, install_checker
 from tests.support.tickets import TicketLedger
 
 pytestmark = pytest.mark.lab
-CHECKER = REPO / "tests" / "fleet" / "ticket_checker.py"
-REMOTE_CHECKER = "/root/ticket_checker.py"
-SERVICE_NAME = "turnomatic.lab"
 IDS = 5
 BACKUP_DIR = "/var/backups/redis"
 
@@ -48,7 +46,7 @@ def newest_snapshot(fleet):
 
 def test_a_restore_after_a_lost_disk_hands_out_no_number_twice(fleet):
     started = time.monotonic()
-    fleet.ssh("client1", f"cat > {REMOTE_CHECKER}", input=CHECKER.read_text())
+    install_checker(fleet)
     prefix = f"restore-{uuid.uuid4().hex[:8]}"
     ledger = TicketLedger()
 
@@ -68,8 +66,9 @@ def test_a_restore_after_a_lost_disk_hands_out_no_number_twice(fleet):
     # first sync after a Redis restart, the backup's, gives the node a new replication id.
     assert not ledger.duplicates(), f"numbers handed out twice before the loss: {ledger.duplicates()}"
 
-    # The disk lost: nothing of Redis's data is left on redis1.
-    fleet.ssh("redis1", "systemctl stop redis-server && find /var/lib/redis -mindepth 1 -delete")
+    # The disks lost: nothing of Redis's data is left on any Redis host.
+    for host in fleet.group("redis"):
+        fleet.ssh(host, "systemctl stop redis-server && find /var/lib/redis -mindepth 1 -delete")
     restore = fleet.playbook("playbooks/redis_restore.yml", log_name="redis-restore")
     assert restore.returncode == 0, f"the restore failed ({restore.log}):\n{restore.tail()}"
 

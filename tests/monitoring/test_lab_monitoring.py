@@ -28,20 +28,9 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.lab
 OUTPUT = TEST_OUTPUT / "monitoring"
 MONITORING_HOST = "mon1"
-RULES_PATH = "/etc/grafana/provisioning/alerting/turnomatic-rules.yaml"
 SERVICE_PORT = 7017
 REQUESTS_METRIC = "stats.counters.turnomatic.*.requests.*.count"
 QUIET_TIMEOUT = 240
-
-
-@pytest.fixture(scope="module")
-def graphite(fleet):
-    return alerting.Graphite(f"http://{fleet.address(MONITORING_HOST)}")
-
-
-@pytest.fixture(scope="module")
-def rules(fleet):
-    return alerting.load_rules(fleet.ssh(MONITORING_HOST, f"cat {RULES_PATH}").stdout)
 
 
 def all_firing(rules, graphite):
@@ -186,9 +175,12 @@ def fault(fleet, host, kind):
 
 def test_error_and_down_rules_fire_with_redis_cut_off_and_fall_back(fleet, rules, graphite):
     errors, down = rules["turnomatic-5xx-ratio"], rules["turnomatic-service-down"]
+    # Every Redis host: with one cut off, the sentinels fail over and the errors stop.
+    redis_hosts = fleet.group("redis")
     load = PacedLoad(fleet, rate=10, seconds=420)
     try:
-        fault(fleet, "redis1", "cut")
+        for host in redis_hosts:
+            fault(fleet, host, "cut")
         try:
             fired = wait_until(lambda: alerting.firing(errors, graphite, now()), errors.window + errors.duration + 90,
                                STEP)
@@ -199,7 +191,8 @@ def test_error_and_down_rules_fire_with_redis_cut_off_and_fall_back(fleet, rules
                               down.window + down.duration + 60, STEP)
             assert gone, f"{down.uid} did not fire for redis1: {alerting.values(down, graphite, now())}"
         finally:
-            fault(fleet, "redis1", "heal")
+            for host in redis_hosts:
+                fault(fleet, host, "heal")
         recovered = wait_until(lambda: not alerting.firing(errors, graphite, now())
                                and not alerting.firing(down, graphite, now()), errors.window + 120, STEP)
         assert recovered, (f"still firing after the heal: {all_firing(rules, graphite)}, "
