@@ -3,7 +3,7 @@
 Each scenario creates its own lab VMs (addresses from the role's block in
 docs/architecture.md), converges the role, checks that a second converge
 changes nothing, runs its verify playbook and destroys the VMs. Scenarios run
-side by side (MOLECULE_PARALLEL at a time, default 3: they mostly wait on
+side by side (MOLECULE_PARALLEL at a time, default 4: they mostly wait on
 package downloads and SSH), one test per role; the full output of each goes to
 tests/output/molecule/<role>.log.
 """
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.molecule
 LOGS = OUTPUT / "molecule"
 ROLES_WITH_SCENARIO = sorted(path.parents[2].name for path in ROLES.glob("*/molecule/default/molecule.yml"))
 SCENARIO_TIMEOUT = 25 * 60
-PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "3"))
+PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "4"))
 
 
 def molecule_test(role):
