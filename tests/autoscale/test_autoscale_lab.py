@@ -15,7 +15,10 @@ import pytest
 
 from tools.autoscale import proof
 
-pytestmark = pytest.mark.lab
+# Out of `make test` (CI's time budget, and a CI rehearsal on a fresh, quiet machine
+# held the app hosts at the target, 0.60, so no scale-out was decided in 9 min):
+# `make autoscale-proof PROFILE=short`, or `pytest -m long tests/autoscale/test_autoscale_lab.py`.
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 
 def test_a_host_is_added_under_load_and_drained_out_afterwards(fleet):
