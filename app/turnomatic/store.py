@@ -8,13 +8,14 @@ the web layer turns each into its documented status.
 import logging
 import threading
 import time
+from collections import Counter
 from importlib.resources import files
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelManagedConnection
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from . import metrics
 
@@ -106,6 +107,37 @@ class PrimaryConnection(SentinelManagedConnection):
 
     def read_response(self, *args, **kwargs):
         return redis.Connection.read_response(self, *args, **kwargs)
+
+
+class MajoritySentinel(Sentinel):
+    """Sentinel that names the primary only when most sentinels agree. redis-py's own
+    takes the first sentinel that answers; in a split brain, the sentinel cut off with
+    the old primary still names it, and an app host that reaches both would keep writing
+    where no replica can acknowledge (503s until the partition heals)."""
+
+    def discover_master(self, service_name):
+        majority = len(self.sentinels) // 2 + 1
+        named = Counter()
+        unreachable = {}
+        for sentinel in self.sentinels:
+            try:
+                state = sentinel.sentinel_masters().get(service_name)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                unreachable[sentinel] = error
+                continue
+            if state and self.check_master_state(state, service_name):
+                named[state["ip"], state["port"]] += 1
+                if max(named.values()) >= majority:
+                    break
+        # Unreachable sentinels are asked last next time: each costs a connect timeout.
+        # (A new list: other threads may be going through this one.)
+        self.sentinels = sorted(self.sentinels, key=lambda sentinel: sentinel in unreachable)
+        address, votes = named.most_common(1)[0] if named else (None, 0)
+        if votes >= majority:
+            return address
+        errors = "".join(f", {sentinel}: {error!r}" for sentinel, error in unreachable.items())
+        raise MasterNotFoundError(f"no primary of {service_name!r} named by {majority} of the {len(self.sentinels)} "
+                                  f"sentinels (named: {dict(named)}){errors}")
 
 
 class RedisStore:
@@ -233,8 +265,7 @@ class RedisStore:
                 reply, error_reply = read_reply(connection)
                 # WAIT's reply is read even after an error reply, to keep the connection in step.
                 acks, wait_error = read_reply(connection) if wait else (None, None)
-                if isinstance(error_reply, redis.ReadOnlyError):
-                    # A demoted primary: the next connection asks the sentinels again.
+                if primary_in_doubt(error_reply, wait, acks):
                     connection.disconnect()
             except redis.RedisError as error:
                 if error.status_code:
@@ -268,6 +299,18 @@ class RedisStore:
             if now < self._failed_until:
                 raise StoreUnavailable(f"{self._last_failure}; not tried again yet, {NOTHING_SENT}")
             self._failed_until = now + REDIS_FAIL_FAST_SECONDS
+
+
+def primary_in_doubt(error_reply, wait, acks):
+    """Whether the node answered like a primary that may have been replaced: demoted
+    (READONLY), or cut off from its replicas (NOREPLICAS, or fewer replicas confirmed
+    than asked), as the old primary of a split brain is. Its connection is closed, so
+    that the next asks the sentinels again."""
+    if isinstance(error_reply, redis.ReadOnlyError):
+        return True
+    if error_reply is not None:
+        return str(error_reply).startswith("NOREPLICAS")
+    return bool(wait) and acks is not None and acks < wait[1]
 
 
 def read_reply(connection):
@@ -376,7 +419,7 @@ def sentinel_store(parts, options, acks):
         "socket_timeout": float(options.get("socket_timeout", REDIS_SOCKET_TIMEOUT)),
         "socket_connect_timeout": float(options.get("socket_connect_timeout", REDIS_CONNECT_TIMEOUT)),
     }
-    sentinel = Sentinel(sentinels, sentinel_kwargs={**credentials, **timeouts, "retry": Retry(NoBackoff(), 0)})
+    sentinel = MajoritySentinel(sentinels, sentinel_kwargs={**credentials, **timeouts, "retry": Retry(NoBackoff(), 0)})
     try:
         pool = {"max_connections": int(options["max_connections"])} if "max_connections" in options else {}
     except ValueError:

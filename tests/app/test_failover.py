@@ -12,7 +12,11 @@ import time
 
 import pytest
 
-from tests.support.service import MIN_REPLICAS_MAX_LAG, RedisServer, ReplicatedRedis, SteadyLoad, get
+from redis.sentinel import Sentinel
+from turnomatic.store import MajoritySentinel, StoreUnavailable, open_store
+
+from tests.support.service import (MIN_REPLICAS_MAX_LAG, RedisServer, ReplicatedRedis, SentinelServer, SteadyLoad,
+                                   get)
 from tests.support.tickets import TicketLedger
 from tests.support.waiting import wait_for
 
@@ -26,8 +30,8 @@ def cluster(tmp_path):
     """Started per test with the fence on; a test that needs it off passes fence_skip=0."""
     clusters = []
 
-    def start(fence_skip=FENCE_SKIP):
-        cluster = ReplicatedRedis(tmp_path / f"cluster{len(clusters)}", fence_skip=fence_skip)
+    def start(fence_skip=FENCE_SKIP, **options):
+        cluster = ReplicatedRedis(tmp_path / f"cluster{len(clusters)}", fence_skip=fence_skip, **options)
         clusters.append(cluster)
         return cluster.start()
 
@@ -191,6 +195,37 @@ def test_a_primary_cut_off_from_its_replicas_hands_out_nothing(cluster, start_se
     assert not answered_after_cut, f"{len(answered_after_cut)} numbers handed out by a primary without replicas"
     assert any("NOREPLICAS" in message and message.endswith("no increment ran") for message in messages)
     assert ledger.summary()["duplicates"] == 0
+
+
+@pytest.mark.parametrize("majority", [True, False], ids=["majority", "control-first-answer"])
+def test_the_primary_is_the_node_most_sentinels_name(cluster, tmp_path, monkeypatch, majority):
+    """A split brain as an app host that reaches every sentinel sees it: the sentinel
+    listed first is cut off with an old primary and still names it (here: a node with no
+    replica, so it refuses writes, NOREPLICAS); the two others name the primary. The
+    store asks them all and takes the node most name. Control: redis-py's own discovery,
+    the first sentinel that answers, sends every increment to the cut-off node."""
+    redis_nodes = cluster(sentinels=2)
+    cut_off = RedisServer(tmp_path / "cut-off").start()
+    stale = SentinelServer(tmp_path / "stale-sentinel", ReplicatedRedis.SERVICE, cut_off.port, quorum=1)
+    try:
+        cut_off.load_library()
+        cut_off.client().config_set("min-replicas-to-write", 1)
+        stale.start()
+        if not majority:
+            monkeypatch.setattr(MajoritySentinel, "discover_master", Sentinel.discover_master)
+        # No replica acknowledgement asked: where the increments go is the point here.
+        store = open_store(redis_nodes.url(replica_acks=0).replace("://", f"://127.0.0.1:{stale.port},", 1))
+        if majority:
+            numbers = [store.next_turno("split") for _ in range(3)]
+            assert int(redis_nodes.primary().client().get("turno:split")) == numbers[-1]
+            assert numbers == list(range(numbers[0], numbers[0] + 3))
+        else:
+            with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
+                store.next_turno("split")
+        assert cut_off.client().get("turno:split") is None
+    finally:
+        stale.stop()
+        cut_off.stop()
 
 
 @pytest.mark.parametrize("move", [True, False], ids=["moved", "control-not-moved"])
