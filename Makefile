@@ -68,10 +68,10 @@ up: lab-up ## bring turnomatic up: the lab VMs, site.yml on them, then where to 
 	@$(BIN)/ansible-inventory --list | $(BIN)/python -c 'import json, sys; hostvars = json.load(sys.stdin)["_meta"]["hostvars"]; \
 		print("\n".join("  curl http://%s:7017/turno/grupo1" % hostvars[host]["ansible_host"] for host in sorted(hostvars) if host.startswith("lb")))'
 
-# make fault VM=app1 FAULT=stop|kill|start|cut|heal|delay|undelay [DELAY_MS=5]
+# make fault VM=app1 FAULT=stop|kill|start|freeze|thaw|cut|heal|partition|delay|undelay [DELAY_MS=5] [PEERS=redis2,app2]
 DELAY_MS ?= 5
 fault: setup ## one fault on one lab VM: make fault VM=app1 FAULT=kill (docs/lab.md)
-	$(BIN)/ansible-playbook playbooks/fault.yml -e lab_vm=$(VM) -e lab_fault=$(FAULT) -e lab_delay_ms=$(DELAY_MS)
+	$(BIN)/ansible-playbook playbooks/fault.yml -e lab_vm=$(VM) -e lab_fault=$(FAULT) -e lab_delay_ms=$(DELAY_MS) $(if $(PEERS),-e lab_peers=$(PEERS))
 
 check: setup lint ## lint and every loopback suite: a few minutes, no VM touched
 	$(BIN)/pytest --durations=10 $(LOOPBACK)
