@@ -21,6 +21,9 @@ from tests.support.paths import BIN, OUTPUT, ROLES
 pytestmark = pytest.mark.molecule
 LOGS = OUTPUT / "molecule"
 ROLES_WITH_SCENARIO = sorted(path.parents[2].name for path in ROLES.glob("*/molecule/default/molecule.yml"))
+# The longest scenarios of a CI run (2.5 to 4.5 min each; the rest 1.5 to 2.5) start first, so
+# that none of them starts last and holds the suite up alone: about 100 s less in CI.
+LONGEST = ["turnomatic", "redis_sentinel", "otlp_receiver", "graphite", "keepalived", "redis_backup"]
 SCENARIO_TIMEOUT = 25 * 60
 PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "4"))
 
@@ -58,7 +61,8 @@ def scenario_runs():
     """Every scenario submitted at once; each test waits for its own."""
     LOGS.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        yield {role: pool.submit(molecule_test, role) for role in ROLES_WITH_SCENARIO}
+        order = sorted(ROLES_WITH_SCENARIO, key=lambda role: LONGEST.index(role) if role in LONGEST else len(LONGEST))
+        yield {role: pool.submit(molecule_test, role) for role in order}
 
 
 @pytest.mark.parametrize("role", ROLES_WITH_SCENARIO)
