@@ -4,15 +4,13 @@ input: never on a command line)."""
 
 import pytest
 
-from tests.support.paths import REPO
-
-ADMIN_PASSWORD_FILE = REPO / "inventory" / "lab" / "credentials" / "redis_admin"
+from tests.support.lab import credential_file
 
 
 class RedisFleet:
     def __init__(self, fleet):
         self.fleet = fleet
-        self.password = ADMIN_PASSWORD_FILE.read_text().strip()
+        self.password = credential_file("redis_admin").read_text().strip()
 
     def cli(self, host, arguments, port=6379, timeout=10):
         """redis-cli on `host` as the admin user; its output lines ([] when unreachable)."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import OUTPUT, REPO
+from tests.support.lab import credential_file
+from tests.support.paths import OUTPUT
 from tools.load import turnoload
 
 pytestmark = pytest.mark.lab
@@ -23,7 +24,7 @@ def test_lab_fleet_under_load_keeps_its_numbers(fleet):
     status = turnoload.main([
         "--target", targets, "--rates", "100,200,400", "--step-seconds", "3", "--stop-after-failures", "99",
         "--odd", "--seed-ssh", fleet.lab.group("redis")[0], "--seed-redis", f"redis://admin@{redis_host}:6379/0",
-        "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin"),
+        "--seed-password-file", str(credential_file("redis_admin")),
         *(["--vm-cgroups", str(VM_CGROUPS)] if VM_CGROUPS.is_dir() else []),
         "--label", "lab smoke: both balancers", "--out", str(out),
     ])

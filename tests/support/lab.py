@@ -22,6 +22,12 @@ LAB_INVENTORY = REPO / "inventory" / "lab"
 SCALE_OUT_INVENTORY = LAB_INVENTORY / "scaleout.yml"
 
 
+def credential_file(name):
+    """A secret the lab inventory generated (its group_vars' password lookups), by name:
+    redis_admin, redis_app... Read from the file, never put on a command line."""
+    return LAB_INVENTORY / "credentials" / name
+
+
 @dataclass(frozen=True)
 class Lab:
     hosts: dict  # inventory name → address

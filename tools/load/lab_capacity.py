@@ -31,7 +31,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from tests.support.ansible import ENV
-from tests.support.lab import LAB_INVENTORY as LAB, SCALE_OUT_INVENTORY as SCALE_OUT, lab_facts
+from tests.support.lab import LAB_INVENTORY as LAB, SCALE_OUT_INVENTORY as SCALE_OUT, credential_file, lab_facts
 from tests.support.paths import BIN, OUTPUT, REPO
 from tools.load import turnoload
 
@@ -173,7 +173,7 @@ def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[
     lab = lab_facts()
     redis_host = lab.group("redis")[0]
     seed = ["--odd", "--seed-ssh", redis_host, "--seed-redis", f"redis://admin@{lab.address(redis_host)}:6379/0",
-            "--seed-password-file", str(REPO / "inventory" / "lab" / "credentials" / "redis_admin")]
+            "--seed-password-file", str(credential_file("redis_admin"))]
     baseline = f"apps-{len(apps)}"
     if "scale-out" in runs:
         for count in [n for n in (1, 2, 4) if n < len(apps)] + [len(apps)]:
