@@ -108,7 +108,8 @@ def judged(name, report, fence_move, fault_at, **facts):
               "answered": report.ok, "failed": report.failed,
               "failed_by_kind": dict(Counter({**report.result["failures"],
                                               **{k: v for k, v in report.result["statuses"].items() if k != "200"}})),
-              "tickets_after_a_failover": after_failover}
+              "tickets_after_a_failover": after_failover,
+              "numbers_handed_out_twice": sum(len(numbers) for numbers in report.duplicates().values())}
     figures.record_figure(FIGURES, name, result)
     print(f"\n{name}: {result}")
     assert not report.ledger.malformed, report.ledger.malformed
