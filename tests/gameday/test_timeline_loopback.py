@@ -127,6 +127,7 @@ def test_the_drafts_numbers_are_the_load_generators_own_counts(recorded, drafted
         "requests that may have taken a number (tickets possibly lost)":
             outcomes["status-503"] + outcomes["sent"] + outcomes["closed"],
         "numbers missing (gaps)": outcomes["sent"] + outcomes["closed"],
+        "moved past by the failover fence, per id": 0,
         "duplicates": 0,
         "sent again after a closed keep-alive connection": 1,
         "seconds whose p99 was over the SLO (50 ms)": 0,

@@ -23,6 +23,7 @@ from chaoslib.exceptions import ActivityFailed
 from tests.support.ansible import run_playbook
 from tests.support.lab import lab_facts
 from tests.support.paths import REPO
+from tests.support.redis_fleet import RedisFleet
 from tests.support.tickets import TicketLedger
 
 CLIENT = "client1"
@@ -37,7 +38,7 @@ BALANCER_STATUS_PORT = 7018
 REQUEST_TIMEOUT_S = 10
 
 _load = None  # the method's load: (process, prefix)
-_sample = None  # the records of the last steady-state sample
+_sample = None  # the last steady-state sample: its records and the fence's offset after it
 
 
 def _client_command(prefix, rate, threads, keepalive, max_seconds):
@@ -50,8 +51,12 @@ def _install_load_script():
 
 
 def _result(stdout, prefix):
+    """The load's result, with how far the failover fence had moved every counter once it
+    ended: a fresh id's numbers start above that offset, a failover during the load adds
+    to it (announced gaps, not lost tickets)."""
     result = json.loads(stdout)
     result["prefix"] = prefix
+    result["fence_offset"] = RedisFleet(lab_facts()).fence_offset()
     return result
 
 
@@ -109,19 +114,21 @@ def answers_through_name(out: str, seconds: float = 6, rate: float = 40, keepali
     answer = lab_facts().ssh(CLIENT, f"sleep {seconds} | {command}", timeout=seconds + REQUEST_TIMEOUT_S + 60)
     result = _result(answer.stdout, prefix)
     Path(out, f"sample-{time.strftime('%H%M%S')}.json").write_text(json.dumps(result))
-    _sample = result["records"]
-    if not _sample:
+    _sample = result
+    if not result["records"]:
         raise ActivityFailed("the sample sent no request")
-    return sum(record[3] not in ("ok", "closed") for record in _sample)
+    return sum(record[3] not in ("ok", "closed") for record in result["records"])
 
 
-def ledger(records) -> TicketLedger:
+def ledger(records, fence_offset=0) -> TicketLedger:
     """The tickets of client_load.py records: per id the numbers served, and the
     requests that may have taken one unseen: an error after sending, a 5xx, and a
     keep-alive connection closed before any byte of the answer ("closed": the client
     sent the request again, but a balancer powered off mid-request closes this way
-    after the app counted; commit 92a6132)."""
+    after the app counted; commit 92a6132); the failover fence's offset at the end
+    (`fence_offset`, from _result) announced."""
     tickets = TicketLedger()
+    tickets.announce_skip(fence_offset)
     for _, _, _, outcome, _, ident, number in records:
         if outcome == "ok":
             tickets.add_numbers(str(ident), [number])
@@ -136,10 +143,11 @@ def tickets_unique_and_consecutive(out: str) -> int:
     out/violations.txt."""
     if _sample is None:
         raise ActivityFailed("no sample: answers_through_name runs first")
-    violations = ledger(_sample).violations()
+    violations = ledger(_sample["records"], _sample["fence_offset"]).violations()
     load = Path(out, "load.json")
     if load.exists():
-        violations += ledger(json.loads(load.read_text())["records"]).violations()
+        result = json.loads(load.read_text())
+        violations += ledger(result["records"], result["fence_offset"]).violations()
     if violations:
         with Path(out, "violations.txt").open("a") as listing:
             listing.writelines(f"{violation}\n" for violation in violations)
@@ -157,7 +165,7 @@ def p99_of_sample(out: str) -> float:
     """Probe: p99 latency of the last sample, in ms (the tolerance is the SLO's range)."""
     if _sample is None:
         raise ActivityFailed("no sample: answers_through_name runs first")
-    return p99_ms(_sample)
+    return p99_ms(_sample["records"])
 
 
 def fault(out: str, vm: str, fault: str, delay_ms: int = 5) -> str:
@@ -169,6 +177,25 @@ def fault(out: str, vm: str, fault: str, delay_ms: int = 5) -> str:
     if run.returncode != 0:
         raise ActivityFailed(f"make fault VM={vm} FAULT={fault} failed: {run.tail(20)}")
     return f"{fault} {vm}: {run.seconds:.1f} s"
+
+
+def fault_on_primary(out: str, kind: str) -> str:
+    """Action: a fault playbook on the Redis host the sentinels name as the primary now;
+    its name goes to out/redis-primary, for fault_on_former_primary."""
+    primary = RedisFleet(lab_facts()).primary()
+    if not primary:
+        raise ActivityFailed("no sentinel names a primary")
+    Path(out, "redis-primary").write_text(primary)
+    return fault(out, primary, kind)
+
+
+def fault_on_former_primary(out: str, kind: str) -> str:
+    """Action (mitigation and rollback): a fault playbook on the host fault_on_primary
+    hit; nothing when it did not run."""
+    saved = Path(out, "redis-primary")
+    if not saved.exists():
+        return "no primary was faulted"
+    return fault(out, saved.read_text(), kind)
 
 
 def on_host(out: str, host: str, command: str, timeout: int = 120) -> str:

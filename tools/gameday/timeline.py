@@ -101,14 +101,17 @@ def journal_events(journal: dict) -> list[Event]:
 
 @dataclass
 class Load:
-    """The client's records as absolute times: (start, end, outcome, id, number)."""
+    """The client's records as absolute times: (start, end, outcome, id, number), and how
+    far the failover fence had moved every counter when the load ended."""
     records: list
+    fence_offset: int = 0
 
     @classmethod
     def from_client_load(cls, result: dict):
         t0 = result["t0"]
         return cls([(t0 + start, t0 + end, outcome, ident, number)
-                    for _, start, end, outcome, _, ident, number in result["records"]])
+                    for _, start, end, outcome, _, ident, number in result["records"]],
+                   result.get("fence_offset", 0))
 
     def per_second(self) -> list[dict]:
         """One row per second (by the time each request ended): served, failures by
@@ -136,7 +139,9 @@ class Load:
         outcomes = Counter(outcome for _, _, outcome, _, _ in self.records)
         failures = sorted(end for _, end, outcome, _, _ in self.records if outcome not in NOT_A_FAILURE)
         tickets = ledger([(None, start, end, outcome, None, ident, number)
-                          for start, end, outcome, ident, number in self.records]).summary()
+                          for start, end, outcome, ident, number in self.records], self.fence_offset)
+        verdicts = tickets.verdicts()
+        tickets = tickets.summary()
         return {
             "requests": len(self.records) - outcomes["closed"],
             "served": outcomes["ok"],
@@ -146,7 +151,9 @@ class Load:
             "may_have_run": tickets["unknown_outcomes"],
             "tickets": tickets["tickets"],
             "duplicates": tickets["duplicates"],
-            "missing": tickets["missing"],
+            # Gaps beyond what the failover fence moved every id past (its offset, per id).
+            "missing": sum(max(0, verdict.missing - self.fence_offset) for verdict in verdicts),
+            "fence_offset": self.fence_offset,
             "violations": tickets["violations"],
             "first_error": failures[0] if failures else None,
             "last_error": failures[-1] if failures else None,
@@ -337,6 +344,7 @@ def draft_markdown(timeline: Timeline) -> str:
             f"| failed | {impact['failed']} |",
             f"| requests that may have taken a number (tickets possibly lost) | {impact['may_have_run']} |",
             f"| numbers missing (gaps) | {impact['missing']} |",
+            f"| moved past by the failover fence, per id | {impact['fence_offset']} |",
             f"| duplicates | {impact['duplicates']} |",
             f"| sent again after a closed keep-alive connection | {impact['resent_after_close']} |",
             f"| seconds whose p99 was over the SLO ({SLO_MS} ms) | "
