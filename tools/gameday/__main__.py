@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.lab import lab_facts
 from tests.support.paths import BIN, OUTPUT, REPO
+from tests.support.redis_fleet import RedisFleet
 from tools.gameday import timeline
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
@@ -57,6 +59,12 @@ def run(scenario: str, hold: int | None, root: Path, margin: float = timeline.MA
         variables += ["--var", f"hold_seconds:int={hold}"]
     if p99_limit_ms is not None:
         variables += ["--var-file", str(write_p99_limit(out / "variables.json", p99_limit_ms))]
+    if "${redis_primary}" in experiment.read_text():
+        # The Redis host the sentinels name now: a failover moves the primary between runs.
+        primary = RedisFleet(lab_facts()).primary()
+        if not primary:
+            raise SystemExit(f"gameday {scenario}: no sentinel names a Redis primary")
+        variables += ["--var", f"redis_primary={primary}"]
     command = [str(BIN / "chaos"), "--log-file", str(out / "chaostoolkit.log"), "run",
                "--rollback-strategy", "always", "--journal-path", str(out / "journal.json"),
                *variables, str(experiment)]

@@ -179,25 +179,6 @@ def fault(out: str, vm: str, fault: str, delay_ms: int = 5) -> str:
     return f"{fault} {vm}: {run.seconds:.1f} s"
 
 
-def fault_on_primary(out: str, kind: str) -> str:
-    """Action: a fault playbook on the Redis host the sentinels name as the primary now;
-    its name goes to out/redis-primary, for fault_on_former_primary."""
-    primary = RedisFleet(lab_facts()).primary()
-    if not primary:
-        raise ActivityFailed("no sentinel names a primary")
-    Path(out, "redis-primary").write_text(primary)
-    return fault(out, primary, kind)
-
-
-def fault_on_former_primary(out: str, kind: str) -> str:
-    """Action (mitigation and rollback): a fault playbook on the host fault_on_primary
-    hit; nothing when it did not run."""
-    saved = Path(out, "redis-primary")
-    if not saved.exists():
-        return "no primary was faulted"
-    return fault(out, saved.read_text(), kind)
-
-
 def on_host(out: str, host: str, command: str, timeout: int = 120) -> str:
     """Action: a shell command on a lab host over SSH (a service stopped, a CPU hog);
     fails the activity when it exits non-zero."""
