@@ -122,14 +122,15 @@ class MajoritySentinel(Sentinel):
         for sentinel in self.sentinels:
             try:
                 state = sentinel.sentinel_masters().get(service_name)
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except redis.RedisError as error:
+                # Down, too slow, or refusing (a wrong password): not counted either way.
                 unreachable[sentinel] = error
                 continue
             if state and self.check_master_state(state, service_name):
                 named[state["ip"], state["port"]] += 1
                 if max(named.values()) >= majority:
                     break
-        # Unreachable sentinels are asked last next time: each costs a connect timeout.
+        # Sentinels that did not answer are asked last next time: each can cost a timeout.
         # (A new list: other threads may be going through this one.)
         self.sentinels = sorted(self.sentinels, key=lambda sentinel: sentinel in unreachable)
         address, votes = named.most_common(1)[0] if named else (None, 0)
