@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.lab import credential_file
 from tests.support.paths import OUTPUT
+from tests.support.redis_fleet import RedisFleet
 from tools.load import turnoload
 
 pytestmark = pytest.mark.lab
@@ -18,12 +19,14 @@ VM_CGROUPS = Path("/sys/fs/cgroup/cpu/turnomatic-lab")
 
 def test_lab_fleet_under_load_keeps_its_numbers(fleet):
     out = OUTPUT / "load-lab-smoke"
-    redis_host = fleet.address(fleet.lab.group("redis")[0])
+    # Seeded on the primary the sentinels name: a replica refuses writes.
+    primary = RedisFleet(fleet).primary()
+    redis_host = fleet.address(primary)
     targets = ",".join(f"http://{fleet.address(lb)}:7017" for lb in fleet.lab.group("lb"))
 
     status = turnoload.main([
         "--target", targets, "--rates", "100,200,400", "--step-seconds", "3", "--stop-after-failures", "99",
-        "--odd", "--seed-ssh", fleet.lab.group("redis")[0], "--seed-redis", f"redis://admin@{redis_host}:6379/0",
+        "--odd", "--seed-ssh", primary, "--seed-redis", f"redis://admin@{redis_host}:6379/0",
         "--seed-password-file", str(credential_file("redis_admin")),
         *(["--vm-cgroups", str(VM_CGROUPS)] if VM_CGROUPS.is_dir() else []),
         "--label", "lab smoke: both balancers", "--out", str(out),

@@ -16,10 +16,11 @@ class RedisFleet:
         self.fleet = fleet
         self.password = credential_file("redis_admin").read_text().strip()
 
-    def cli(self, host, arguments, port=6379, timeout=10):
-        """redis-cli on `host` as the admin user; its output lines ([] when unreachable)."""
+    def cli(self, host, arguments, port=6379, timeout=10, check=False):
+        """redis-cli on `host` as the admin user; its output lines ([] when unreachable,
+        or an error with `check`)."""
         result = self.fleet.ssh(host, f"REDISCLI_AUTH=$(cat) timeout {timeout} redis-cli --user admin --no-auth-warning "
-                                      f"--raw -p {port} {arguments}", timeout=timeout + 20, check=False,
+                                      f"--raw -p {port} {arguments}", timeout=timeout + 20, check=check,
                                 input=self.password)
         return result.stdout.split() if result.returncode == 0 else []
 
@@ -44,12 +45,14 @@ class RedisFleet:
         """How far the failover fence has moved every counter (turno::failovers x K) on the
         primary: a fresh id's numbers start above it, and each failover adds 2K."""
         primary = self.primary()
-        return self.number(primary, "turno::failovers") * self.fence_skip(primary) if primary else 0
+        if not primary:
+            raise AssertionError("no sentinel names a primary: the fence's offset cannot be read")
+        return self.number(primary, "turno::failovers") * self.fence_skip(primary)
 
     def fence_skip(self, host):
         return self.number(host, "turno::fence_skip")
 
     def number(self, host, key):
-        """An integer key on `host` (0 when it is not set)."""
-        answer = self.cli(host, f"get {key}")
+        """An integer key on `host` (0 when it is not set; an error when Redis does not answer)."""
+        answer = self.cli(host, f"get {key}", check=True)
         return int(answer[0]) if answer else 0

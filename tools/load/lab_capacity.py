@@ -33,6 +33,7 @@ from pathlib import Path
 from tests.support.ansible import ENV
 from tests.support.lab import LAB_INVENTORY as LAB, SCALE_OUT_INVENTORY as SCALE_OUT, credential_file, lab_facts
 from tests.support.paths import BIN, OUTPUT, REPO
+from tests.support.redis_fleet import RedisFleet
 from tools.load import turnoload
 
 OUT = OUTPUT / "lab"
@@ -171,7 +172,8 @@ def main() -> int:
 def run_all(runs: list[str], steps: list[str], inventory: list[str], apps: list[str]) -> dict:
     results = {}
     lab = lab_facts()
-    redis_host = lab.group("redis")[0]
+    # Seeded on the primary the sentinels name: a replica refuses writes.
+    redis_host = RedisFleet(lab).primary()
     seed = ["--odd", "--seed-ssh", redis_host, "--seed-redis", f"redis://admin@{lab.address(redis_host)}:6379/0",
             "--seed-password-file", str(credential_file("redis_admin"))]
     baseline = f"apps-{len(apps)}"

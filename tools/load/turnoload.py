@@ -43,6 +43,9 @@ SERVED_SHARE = 0.98
 GENERATOR_LATE_LIMIT_MS = 10
 GENERATOR_NICE = -10
 PAUSE_BETWEEN_STEPS_S = 2
+# The failover fence's keys (app/turnomatic/turnomatic.lua): a number is its counter
+# plus turno::failovers x turno::fence_skip.
+FENCE_KEYS = ("turno::failovers", "turno::fence_skip")
 
 
 def percentile(sorted_values: list[float], share: float) -> float | None:
@@ -229,10 +232,13 @@ def plot(steps: list[dict], max_load: int | None, slo_ms: float, title: str, pat
 
 
 def redis_seeder(args):
-    """seed(key, value) on the target's Redis, or None without --seed-redis. The URL is as
-    seen from --seed-ssh (a host that may reach Redis, such as the Redis host itself)
-    when given (a lab host: SSH as the lab's inventory says), else from here; the password
-    comes from the URL or --seed-password-file."""
+    """seed(key, value) on the target's Redis, or None without --seed-redis: the counter
+    `key` set so that its next number is value + 1. A counter is kept below its numbers
+    by the failover fence's offset (turno::failovers x turno::fence_skip, 0 without a
+    fence), which is read first. The URL is as seen from --seed-ssh (a host that may
+    reach Redis, such as the Redis host itself) when given (a lab host: SSH as the lab's
+    inventory says), else from here; the password comes from the URL or
+    --seed-password-file."""
     if not args.seed_redis:
         return None
     url = urlsplit(args.seed_redis)
@@ -243,13 +249,19 @@ def redis_seeder(args):
         import redis
         client = redis.Redis(host=url.hostname, port=url.port or 6379, db=int(url.path[1:] or 0),
                              username=url.username, password=password or None)
-        return lambda key, value: client.set(key, value)
+
+        def seed_here(key, value):
+            failovers, skip = (int(number or 0) for number in client.mget(FENCE_KEYS))
+            client.set(key, value - failovers * skip)
+        return seed_here
 
     def seed(key, value):
         # The password goes over stdin, never on a command line.
-        remote = (f"read -r auth; REDISCLI_AUTH=\"$auth\" redis-cli --no-auth-warning "
-                  f"-h {url.hostname} -p {url.port or 6379} -n {url.path[1:] or 0} "
-                  + (f"--user {url.username} " if url.username else "") + f"SET {key} {value}")
+        cli = (f"redis-cli --no-auth-warning --raw -h {url.hostname} -p {url.port or 6379} -n {url.path[1:] or 0}"
+               + (f" --user {url.username}" if url.username else ""))
+        remote = (f"read -r auth; export REDISCLI_AUTH=\"$auth\"; failovers=$({cli} GET {FENCE_KEYS[0]}); "
+                  f"skip=$({cli} GET {FENCE_KEYS[1]}); "
+                  f"{cli} SET {key} $(({value} - ${{failovers:-0}} * ${{skip:-0}}))")
         lab_facts().ssh(args.seed_ssh, remote, input=password + "\n", timeout=30)
     return seed
 
