@@ -65,6 +65,11 @@ def scenario_runs():
         yield {role: pool.submit(molecule_test, role) for role in order}
 
 
+def test_the_longest_scenarios_named_are_roles_with_a_scenario():
+    """A renamed role would drop out of LONGEST silently and start late again."""
+    assert set(LONGEST) <= set(ROLES_WITH_SCENARIO), set(LONGEST) - set(ROLES_WITH_SCENARIO)
+
+
 @pytest.mark.parametrize("role", ROLES_WITH_SCENARIO)
 def test_molecule_scenario(role, scenario_runs):
     returncode, seconds, log = scenario_runs[role].result()

@@ -138,10 +138,10 @@ class Load:
     def impact(self) -> dict:
         outcomes = Counter(outcome for _, _, outcome, _, _ in self.records)
         failures = sorted(end for _, end, outcome, _, _ in self.records if outcome not in NOT_A_FAILURE)
-        tickets = ledger([(None, start, end, outcome, None, ident, number)
-                          for start, end, outcome, ident, number in self.records], self.fence_offset)
-        verdicts = tickets.verdicts()
-        tickets = tickets.summary()
+        tickets_ledger = ledger([(None, start, end, outcome, None, ident, number)
+                                 for start, end, outcome, ident, number in self.records], self.fence_offset)
+        verdicts = tickets_ledger.verdicts()
+        tickets = tickets_ledger.summary()
         return {
             "requests": len(self.records) - outcomes["closed"],
             "served": outcomes["ok"],
