@@ -110,14 +110,18 @@ class PrimaryConnection(SentinelManagedConnection):
 
 
 class MajoritySentinel(Sentinel):
-    """Sentinel that names the primary only when most sentinels agree. redis-py's own
-    takes the first sentinel that answers; in a split brain, the sentinel cut off with
-    the old primary still names it, and an app host that reaches both would keep writing
-    where no replica can acknowledge (503s until the partition heals)."""
+    """Sentinel that names the primary most sentinels agree on. redis-py's own takes the
+    first sentinel that answers; in a split brain, the sentinel cut off with the old
+    primary still names it, and an app host that reaches both would keep writing where no
+    replica can acknowledge (503s until the partition heals). When no address has a
+    majority of the listed sentinels (some did not answer), the answer with the newest
+    configuration epoch wins: an epoch grows only with a failover a majority elected, so a
+    sentinel cut off with an old primary is never the newest. Either way nothing is
+    handed out twice: WAIT, min-replicas-to-write and the fence see to that."""
 
     def discover_master(self, service_name):
         majority = len(self.sentinels) // 2 + 1
-        named = Counter()
+        answers = []  # ((ip, port), config epoch) per sentinel that named a primary
         unreachable = {}
         for sentinel in self.sentinels:
             try:
@@ -127,18 +131,25 @@ class MajoritySentinel(Sentinel):
                 unreachable[sentinel] = error
                 continue
             if state and self.check_master_state(state, service_name):
-                named[state["ip"], state["port"]] += 1
-                if max(named.values()) >= majority:
+                answers.append(((state["ip"], state["port"]), int(state.get("config-epoch", 0))))
+                if Counter(address for address, _ in answers).most_common(1)[0][1] >= majority:
                     break
         # Sentinels that did not answer are asked last next time: each can cost a timeout.
         # (A new list: other threads may be going through this one.)
         self.sentinels = sorted(self.sentinels, key=lambda sentinel: sentinel in unreachable)
-        address, votes = named.most_common(1)[0] if named else (None, 0)
-        if votes >= majority:
-            return address
-        errors = "".join(f", {sentinel}: {error!r}" for sentinel, error in unreachable.items())
-        raise MasterNotFoundError(f"no primary of {service_name!r} named by {majority} of the {len(self.sentinels)} "
-                                  f"sentinels (named: {dict(named)}){errors}")
+        if answers:
+            named = Counter(address for address, _ in answers)
+            newest = {}
+            for address, epoch in answers:
+                newest[address] = max(epoch, newest.get(address, epoch))
+            return max(named, key=lambda address: (named[address] >= majority, newest[address], named[address]))
+        errors = "".join(f", {sentinel_address(sentinel)}: {error!r}" for sentinel, error in unreachable.items())
+        raise MasterNotFoundError(f"no sentinel of {len(self.sentinels)} names a primary of {service_name!r}{errors}")
+
+
+def sentinel_address(sentinel):
+    kwargs = sentinel.get_connection_kwargs()
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
 
 
 class RedisStore:

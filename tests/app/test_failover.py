@@ -228,6 +228,42 @@ def test_the_primary_is_the_node_most_sentinels_name(cluster, tmp_path, monkeypa
         cut_off.stop()
 
 
+@pytest.mark.parametrize("newest", [True, False], ids=["newest-epoch", "control-first-answer"])
+def test_without_a_majority_the_sentinel_with_the_newest_epoch_wins(cluster, tmp_path, monkeypatch, newest):
+    """Only two sentinels listed (or the others silent): the first still names an old,
+    cut-off node (configuration epoch 0), the second a primary it promoted since (epoch
+    1). No address has a majority, so the newest epoch decides: an epoch grows only with
+    a failover that a majority elected. Control: redis-py's first answer, the old node."""
+    redis_nodes = cluster()
+    old = redis_nodes.primary()
+    old.kill()
+    wait_for(lambda: redis_nodes.node(redis_nodes.sentinels[0].primary_port()) is not old, 30, "a promotion")
+    promoted = redis_nodes.primary()
+    old.start()  # with its AOF; the sentinels make it a replica of the promoted one
+    wait_for(redis_nodes.in_sync, 30, "the failover over: the old primary a replica, every replica in sync")
+    cut_off = RedisServer(tmp_path / "cut-off").start()
+    stale = SentinelServer(tmp_path / "stale-sentinel", ReplicatedRedis.SERVICE, cut_off.port, quorum=1)
+    try:
+        cut_off.load_library()
+        cut_off.client().config_set("min-replicas-to-write", 1)
+        stale.start()
+        if not newest:
+            monkeypatch.setattr(MajoritySentinel, "discover_master", Sentinel.discover_master)
+        url = (f"redis+sentinel://127.0.0.1:{stale.port},127.0.0.1:{redis_nodes.sentinels[0].port}/"
+               f"{ReplicatedRedis.SERVICE}/0?replica_acks=0")
+        store = open_store(url)
+        if newest:
+            store.next_turno("epoch")
+            assert promoted.client().get("turno:epoch") == "1"
+        else:
+            with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
+                store.next_turno("epoch")
+        assert cut_off.client().get("turno:epoch") is None
+    finally:
+        stale.stop()
+        cut_off.stop()
+
+
 @pytest.mark.parametrize("move", [True, False], ids=["moved", "control-not-moved"])
 def test_a_restore_moves_past_every_number_handed_out_since_the_backup(cluster, start_service, tmp_path, move):
     """docs/operations.md, "Backup" and "Restore": a snapshot taken with redis-cli --rdb,
