@@ -197,39 +197,48 @@ def test_a_primary_cut_off_from_its_replicas_hands_out_nothing(cluster, start_se
     assert ledger.summary()["duplicates"] == 0
 
 
-@pytest.mark.parametrize("majority", [True, False], ids=["majority", "control-first-answer"])
-def test_the_primary_is_the_node_most_sentinels_name(cluster, tmp_path, monkeypatch, majority):
-    """A split brain as an app host that reaches every sentinel sees it: the sentinel
-    listed first is cut off with an old primary and still names it (here: a node with no
-    replica, so it refuses writes, NOREPLICAS); the two others name the primary. The
-    store asks them all and takes the node most name. Control: redis-py's own discovery,
-    the first sentinel that answers, sends every increment to the cut-off node."""
-    redis_nodes = cluster(sentinels=2)
+@pytest.fixture
+def stale_sentinel(tmp_path):
+    """A sentinel that still names an old primary cut off from its replicas: a node with
+    no replica, so it refuses writes (NOREPLICAS), watched under the cluster's service
+    name. Yields (the sentinel, the cut-off node)."""
     cut_off = RedisServer(tmp_path / "cut-off").start()
     stale = SentinelServer(tmp_path / "stale-sentinel", ReplicatedRedis.SERVICE, cut_off.port, quorum=1)
     try:
         cut_off.load_library()
         cut_off.client().config_set("min-replicas-to-write", 1)
         stale.start()
-        if not majority:
-            monkeypatch.setattr(MajoritySentinel, "discover_master", Sentinel.discover_master)
-        # No replica acknowledgement asked: where the increments go is the point here.
-        store = open_store(redis_nodes.url(replica_acks=0).replace("://", f"://127.0.0.1:{stale.port},", 1))
-        if majority:
-            numbers = [store.next_turno("split") for _ in range(3)]
-            assert int(redis_nodes.primary().client().get("turno:split")) == numbers[-1]
-            assert numbers == list(range(numbers[0], numbers[0] + 3))
-        else:
-            with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
-                store.next_turno("split")
-        assert cut_off.client().get("turno:split") is None
+        yield stale, cut_off
     finally:
         stale.stop()
         cut_off.stop()
 
 
+@pytest.mark.parametrize("majority", [True, False], ids=["majority", "control-first-answer"])
+def test_the_primary_is_the_node_most_sentinels_name(cluster, stale_sentinel, monkeypatch, majority):
+    """A split brain as an app host that reaches every sentinel sees it: the sentinel
+    listed first is cut off with an old primary and still names it (here: a node with no
+    replica, so it refuses writes, NOREPLICAS); the two others name the primary. The
+    store asks them all and takes the node most name. Control: redis-py's own discovery,
+    the first sentinel that answers, sends every increment to the cut-off node."""
+    stale, cut_off = stale_sentinel
+    redis_nodes = cluster(sentinels=2)
+    if not majority:
+        monkeypatch.setattr(MajoritySentinel, "discover_master", Sentinel.discover_master)
+    # No replica acknowledgement asked: where the increments go is the point here.
+    store = open_store(redis_nodes.url(replica_acks=0).replace("://", f"://127.0.0.1:{stale.port},", 1))
+    if majority:
+        numbers = [store.next_turno("split") for _ in range(3)]
+        assert int(redis_nodes.primary().client().get("turno:split")) == numbers[-1]
+        assert numbers == list(range(numbers[0], numbers[0] + 3))
+    else:
+        with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
+            store.next_turno("split")
+    assert cut_off.client().get("turno:split") is None
+
+
 @pytest.mark.parametrize("newest", [True, False], ids=["newest-epoch", "control-first-answer"])
-def test_without_a_majority_the_sentinel_with_the_newest_epoch_wins(cluster, tmp_path, monkeypatch, newest):
+def test_without_a_majority_the_sentinel_with_the_newest_epoch_wins(cluster, stale_sentinel, monkeypatch, newest):
     """Only two sentinels listed (or the others silent): the first still names an old,
     cut-off node (configuration epoch 0), the second a primary it promoted since (epoch
     1). No address has a majority, so the newest epoch decides: an epoch grows only with
@@ -241,27 +250,19 @@ def test_without_a_majority_the_sentinel_with_the_newest_epoch_wins(cluster, tmp
     promoted = redis_nodes.primary()
     old.start()  # with its AOF; the sentinels make it a replica of the promoted one
     wait_for(redis_nodes.in_sync, 30, "the failover over: the old primary a replica, every replica in sync")
-    cut_off = RedisServer(tmp_path / "cut-off").start()
-    stale = SentinelServer(tmp_path / "stale-sentinel", ReplicatedRedis.SERVICE, cut_off.port, quorum=1)
-    try:
-        cut_off.load_library()
-        cut_off.client().config_set("min-replicas-to-write", 1)
-        stale.start()
-        if not newest:
-            monkeypatch.setattr(MajoritySentinel, "discover_master", Sentinel.discover_master)
-        url = (f"redis+sentinel://127.0.0.1:{stale.port},127.0.0.1:{redis_nodes.sentinels[0].port}/"
-               f"{ReplicatedRedis.SERVICE}/0?replica_acks=0")
-        store = open_store(url)
-        if newest:
+    stale, cut_off = stale_sentinel
+    if not newest:
+        monkeypatch.setattr(MajoritySentinel, "discover_master", Sentinel.discover_master)
+    url = (f"redis+sentinel://127.0.0.1:{stale.port},127.0.0.1:{redis_nodes.sentinels[0].port}/"
+           f"{ReplicatedRedis.SERVICE}/0?replica_acks=0")
+    store = open_store(url)
+    if newest:
+        store.next_turno("epoch")
+        assert promoted.client().get("turno:epoch") == "1"
+    else:
+        with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
             store.next_turno("epoch")
-            assert promoted.client().get("turno:epoch") == "1"
-        else:
-            with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
-                store.next_turno("epoch")
-        assert cut_off.client().get("turno:epoch") is None
-    finally:
-        stale.stop()
-        cut_off.stop()
+    assert cut_off.client().get("turno:epoch") is None
 
 
 @pytest.mark.parametrize("move", [True, False], ids=["moved", "control-not-moved"])
