@@ -84,7 +84,9 @@ def run_rounds(targets, args, setup):
     """targets: {name: (url, process)}. Once each answers, a line saying what runs (wrk's
     options, then `setup`), a short warm-up of each, then args.rounds alternating rounds,
     each printed; returns ({name: [req/s per round]}, {name: [CPU us/req per round]})
-    after printing the medians."""
+    after printing the medians. Each round starts one target later than the one before,
+    so that no target always runs in the same place (after the same neighbour, whose
+    background work, such as a traced server's exports, may still be running)."""
     for url, process in targets.values():
         wait_until_answers(url, process)
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, {setup}",
@@ -93,8 +95,11 @@ def run_rounds(targets, args, setup):
         wrk(url, 2, args.threads, args.connections, process.pid)
     rates = {name: [] for name in targets}
     costs = {name: [] for name in targets}
+    names = list(targets)
     for round in range(1, args.rounds + 1):
-        for name, (url, process) in targets.items():
+        shift = (round - 1) % len(names)
+        for name in names[shift:] + names[:shift]:
+            url, process = targets[name]
             rate, cost = wrk(url, args.seconds, args.threads, args.connections, process.pid)
             rates[name].append(rate)
             costs[name].append(cost)
