@@ -88,12 +88,17 @@ def test_service_down_rule_fires_when_the_process_count_stops(graphite, rules):
     send(line_port, {"collectd.app93.processes-turnomatic.ps_count.processes": [2] * (steps - gone) + [None] * gone,
                      "collectd.redis93.processes-redis-server.ps_count.processes": [1] * steps,
                      # The last point missing is the usual state (the current 10 s not yet written).
-                     "collectd.app94.processes-turnomatic.ps_count.processes": [2] * (steps - 1) + [None]}, end)
-    wait_for_points(api, ["collectd.app93.processes-turnomatic.ps_count.processes"], end)
+                     "collectd.app94.processes-turnomatic.ps_count.processes": [2] * (steps - 1) + [None],
+                     # Not in the inventory: a scale-out VM the autoscaler stopped, its series left behind.
+                     "collectd.app98.processes-turnomatic.ps_count.processes": [2] * (steps - gone) + [None] * gone},
+         end)
+    wait_for_points(api, ["collectd.app93.processes-turnomatic.ps_count.processes",
+                          "collectd.app98.processes-turnomatic.ps_count.processes"], end)
     fired = alerting.firing(rule, api, end)
     assert "app93.processes-turnomatic" in fired
     assert "redis93.processes-redis-server" not in fired
     assert "app94.processes-turnomatic" not in fired
+    assert "app98.processes-turnomatic" not in fired
 
 
 def past(hours):
