@@ -517,7 +517,8 @@ def pool_running(lab, pool) -> list[str]:
 def run(profile_name: str, cpu_percent: int | None = None) -> tuple[dict, list[str], Path]:
     """The proof with one profile; cpu_percent: each app VM's CPU share, if not the profile's."""
     profile = PROFILES[profile_name]
-    cpu_percent = cpu_percent or profile["app_cpu_percent"]
+    if cpu_percent is None:
+        cpu_percent = profile["app_cpu_percent"]
     out = OUTPUT / "autoscale" / profile_name
     out.mkdir(parents=True, exist_ok=True)
     lab = lab_facts(LAB_INVENTORY, SCALE_OUT_INVENTORY)
@@ -575,6 +576,8 @@ def main(argv=None) -> int:
                         help="each app VM's CPU share during the run, in %% of a core (default: the profile's, "
                              + ", ".join(f"{name} {profile['app_cpu_percent']}" for name, profile in PROFILES.items()) + ")")
     args = parser.parse_args(argv)
+    if args.cpu_percent is not None and not 0 < args.cpu_percent <= 100:
+        parser.error("--cpu-percent: a share of one core, 1 to 100")
     try:
         figures, problems, out = run(args.profile, args.cpu_percent)
     except PlaybookFailed as failure:

@@ -54,7 +54,7 @@ def main():
     # (the GIL, waitress's task queue) costs more when the other vCPU is idle than when
     # it is busy, so with 4 threads the CPU per request of the same server went from about
     # 300 µs (busy machine) to 1,500 µs (quiet one), diluting what tracing adds. With
-    # one thread it stays near 450 µs either way (docs/monitoring.md, "Overhead").
+    # one thread it was about 450 µs on the quiet machine (docs/monitoring.md, "Overhead").
     args = parse_args(__doc__, "waitress threads of each server", app_threads_default=1)
     sink = ThreadingHTTPServer(("127.0.0.1", 0), DiscardingSink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()

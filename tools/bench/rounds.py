@@ -7,6 +7,7 @@ the machine's other load falls on every server alike.
 
 import argparse
 import contextlib
+import random
 import re
 import shutil
 import socket
@@ -84,9 +85,10 @@ def run_rounds(targets, args, setup):
     """targets: {name: (url, process)}. Once each answers, a line saying what runs (wrk's
     options, then `setup`), a short warm-up of each, then args.rounds alternating rounds,
     each printed; returns ({name: [req/s per round]}, {name: [CPU us/req per round]})
-    after printing the medians. Each round starts one target later than the one before,
-    so that no target always runs in the same place (after the same neighbour, whose
-    background work, such as a traced server's exports, may still be running)."""
+    after printing the medians. Each round runs the targets in an order of its own (a
+    shuffle seeded by the round's number, the same in every run), so that no target
+    always runs after the same neighbour, whose background work (a traced server's
+    exports) may still be running."""
     for url, process in targets.values():
         wait_until_answers(url, process)
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, {setup}",
@@ -95,10 +97,10 @@ def run_rounds(targets, args, setup):
         wrk(url, 2, args.threads, args.connections, process.pid)
     rates = {name: [] for name in targets}
     costs = {name: [] for name in targets}
-    names = list(targets)
     for round in range(1, args.rounds + 1):
-        shift = (round - 1) % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = list(targets)
+        random.Random(round).shuffle(order)
+        for name in order:
             url, process = targets[name]
             rate, cost = wrk(url, args.seconds, args.threads, args.connections, process.pid)
             rates[name].append(rate)
