@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 # Default sampler when OTEL_TRACES_SAMPLER is not set: parentbased_traceidratio, so a
 # trace a caller started (sampled in its traceparent) is always kept whole, and of the
 # requests that come without one this fraction is traced. 1 %: a traced request costs
-# the process 1.8 to 1.9 times the CPU of an untraced one (the SDK's two spans and their
-# protobuf encoding), so each percent sampled costs about 1 % of the CPU
+# the process 1.5 to 1.9 times the CPU of an untraced one (the SDK's two spans and their
+# protobuf encoding); the default cost about 5 % of the req/s on a quiet machine
 # (docs/monitoring.md, tools/bench/bench_tracing.py); one process at 2,500 req/s still
 # sends 25 traces a second.
 DEFAULT_SAMPLE_RATIO = 0.01

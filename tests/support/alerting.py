@@ -42,7 +42,7 @@ def aligned_now(step=STEP):
     return int(time.time()) // step * step
 
 
-# The inventory the loopback tests render the rules for (the host-silent and
+# The inventory the loopback tests render the rules for (the host-silent, out-of-service and
 # service-down rules watch these hosts only): host names tests/monitoring/test_rules_loopback.py
 # writes; app98 stands for a host outside it (a scale-out VM, stopped).
 REPORTING_HOSTS = ["lb95", "ns95", "app95", "app96", "app97", "app93", "app94", "redis93"]
