@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from tests.support.ports import free_port
-from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink, turnomatic_server
 from turnomatic.cli import GIL_SWITCH_INTERVAL
 
 HERE = Path(__file__).resolve().parent
@@ -55,45 +55,36 @@ def main():
     args = parse_args(__doc__, "waitress threads of every server")
     _statsd_socket, statsd = statsd_sink()
     with redis_and_servers("turnomatic-bench-") as (redis_url, processes):
-        app_port, bare_port, bare_tuned_port, flask_port = free_port(), free_port(), free_port(), free_port()
-        deployed_port, previous_port = free_port(), free_port()
         deployed_threads = yaml.safe_load(ROLE_DEFAULTS.read_text())["turnomatic_threads"]
         bench_env = {**os.environ, "BENCH_REDIS_URL": redis_url}
         tuned_env = {**bench_env, "BENCH_GIL_SWITCH_INTERVAL": str(GIL_SWITCH_INTERVAL)}
-        python = sys.executable
 
-        def turnomatic(port, threads):
-            return subprocess.Popen(
-                [python, "-m", "turnomatic", "serve", "--port", str(port), "--store", redis_url, "--statsd", statsd,
-                 "--threads", str(threads)],
-                stderr=subprocess.DEVNULL,
-            )
+        def turnomatic(threads):
+            return turnomatic_server(redis_url, threads, statsd)
 
-        app = turnomatic(app_port, args.app_threads)
-        deployed = turnomatic(deployed_port, deployed_threads)
-        previous = turnomatic(previous_port, PREVIOUS_THREADS)
-
-        def waitress_process(port, app_name, env):
-            return subprocess.Popen(
-                [python, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", str(args.app_threads),
-                 app_name],
+        def waitress_process(app_name, env):
+            port = free_port()
+            return port, subprocess.Popen(
+                [sys.executable, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads",
+                 str(args.app_threads), app_name],
                 cwd=HERE, env=env, stderr=subprocess.DEVNULL,
             )
 
-        bare = waitress_process(bare_port, "bare_app:application", bench_env)
-        bare_tuned = waitress_process(bare_tuned_port, "bare_app:application", tuned_env)
-        minimal_flask = waitress_process(flask_port, "minimal_flask_app:app", tuned_env)
-        processes += [app, deployed, previous, bare, bare_tuned, minimal_flask]
-        targets = {
-            "turnomatic": (f"http://127.0.0.1:{app_port}/turno/bench-app", app),
-            f"as deployed ({deployed_threads} threads)": (f"http://127.0.0.1:{deployed_port}/turno/bench-deployed", deployed),
-            f"previous settings ({PREVIOUS_THREADS} threads)": (
-                f"http://127.0.0.1:{previous_port}/turno/bench-previous", previous),
-            "bare": (f"http://127.0.0.1:{bare_port}/turno/bench-bare", bare),
-            "bare same interval": (f"http://127.0.0.1:{bare_tuned_port}/turno/bench-bare-tuned", bare_tuned),
-            "minimal Flask": (f"http://127.0.0.1:{flask_port}/turno/bench-flask", minimal_flask),
+        servers = {
+            "turnomatic": lambda: turnomatic(args.app_threads),
+            f"as deployed ({deployed_threads} threads)": lambda: turnomatic(deployed_threads),
+            f"previous settings ({PREVIOUS_THREADS} threads)": lambda: turnomatic(PREVIOUS_THREADS),
+            "bare": lambda: waitress_process("bare_app:application", bench_env),
+            "bare same interval": lambda: waitress_process("bare_app:application", tuned_env),
+            "minimal Flask": lambda: waitress_process("minimal_flask_app:app", tuned_env),
         }
-        rates, costs = run_rounds(targets, args, f"one waitress process ({args.app_threads} threads) each, "
+        targets = {name: [] for name in servers}
+        for name, start in servers.items():
+            for _ in range(args.processes):
+                port, process = start()
+                processes.append(process)
+                targets[name].append((f"http://127.0.0.1:{port}/turno/bench-app-{len(processes)}", process))
+        rates, costs = run_rounds(targets, args, f"waitress with {args.app_threads} threads in each process, "
                                   f"redis-server on loopback; turnomatic's GIL switch interval "
                                   f"{GIL_SWITCH_INTERVAL * 1000:g} ms")
 

@@ -27,8 +27,7 @@ from pathlib import Path
 import yaml
 
 from tests.support.paths import REPO, ROLES
-from tests.support.ports import free_port
-from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink, turnomatic_server
 
 ROLE_DEFAULTS = ROLES / "turnomatic" / "defaults" / "main.yml"
 
@@ -49,17 +48,13 @@ def main():
             sys.exit(f"the base's app is not the one imported: {imported}")
         base, again, this = f"{args.base}", f"{args.base}, again", "this tree"
         with redis_and_servers("turnomatic-bench-change-") as (redis_url, processes):
-            targets = {}
+            targets = {name: [] for name in (base, again, this)}
             for name, env in ((base, base_env), (again, base_env), (this, os.environ)):
-                port = free_port()
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "turnomatic", "serve", "--port", str(port), "--store", redis_url,
-                     "--statsd", statsd, "--threads", str(args.app_threads)],
-                    env=env, stderr=subprocess.DEVNULL,
-                )
-                processes.append(process)
-                targets[name] = (f"http://127.0.0.1:{port}/turno/bench-change-{len(targets)}", process)
-            rates, costs = run_rounds(targets, args, f"one turnomatic process ({args.app_threads} threads) each, "
+                for _ in range(args.processes):
+                    port, process = turnomatic_server(redis_url, args.app_threads, statsd, env)
+                    processes.append(process)
+                    targets[name].append((f"http://127.0.0.1:{port}/turno/bench-change-{len(processes)}", process))
+            rates, costs = run_rounds(targets, args, f"turnomatic with {args.app_threads} waitress threads in each process, "
                                       "redis-server on loopback, metrics on")
     cost_ratios = {name: [c / b for c, b in zip(costs[name], costs[base])] for name in (again, this)}
     rate_ratios = {name: [r / b for r, b in zip(rates[name], rates[base])] for name in (again, this)}

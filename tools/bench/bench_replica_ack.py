@@ -11,14 +11,11 @@ requests/s lost and the CPU per request added; no target (the figure is what it 
     make bench-replica-ack    # or: .venv/bin/python -m tools.bench.bench_replica_ack [--rounds N --seconds S]
 """
 
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.ports import free_port
 from tests.support.service import ReplicatedRedis
-from tools.bench.rounds import parse_args, print_cost, run_rounds
+from tools.bench.rounds import parse_args, print_cost, run_rounds, turnomatic_server
 
 
 def main():
@@ -29,15 +26,12 @@ def main():
         try:
             targets = {}
             for acks in (1, 0):
-                port = free_port()
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "turnomatic", "serve", "--port", str(port),
-                     "--store", cluster.url(replica_acks=acks), "--threads", str(args.app_threads)],
-                    stderr=subprocess.DEVNULL,
-                )
-                processes.append(process)
-                targets[f"replica_acks={acks}"] = (f"http://127.0.0.1:{port}/turno/bench-ack-{acks}", process)
-            rates, costs = run_rounds(targets, args, f"one turnomatic process ({args.app_threads} threads) each, "
+                targets[f"replica_acks={acks}"] = []
+                for _ in range(args.processes):
+                    port, process = turnomatic_server(cluster.url(replica_acks=acks), args.app_threads)
+                    processes.append(process)
+                    targets[f"replica_acks={acks}"].append((f"http://127.0.0.1:{port}/turno/bench-ack-{acks}", process))
+            rates, costs = run_rounds(targets, args, f"turnomatic with {args.app_threads} waitress threads in each process, "
                                       "a primary and 2 replicas (AOF always) and 3 sentinels on loopback")
         finally:
             for process in processes:

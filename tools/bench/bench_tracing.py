@@ -1,31 +1,33 @@
 """Benchmark: what tracing costs turnomatic, in one run, side by side.
 
-`turnomatic serve` processes on the same redis-server, metrics on, alike but for
-tracing: off (no OTEL_EXPORTER_OTLP_ENDPOINT), on at the default sampling (the app's
-parentbased_traceidratio, 1 %), on at 100 % (always_on), and on at 0 % (every request
-unsampled: what tracing costs a request that is not traced, apart from the traced ones).
-The traced ones export over OTLP/HTTP to a sink in this process that reads each export and answers 200
-(a collector or Honeycomb would be elsewhere; the sink's work is not the app's).
-wrk runs against each in turn, in alternating rounds.
+Five servers on the same redis-server, metrics on, alike but for tracing: off (no
+OTEL_EXPORTER_OTLP_ENDPOINT), on at the default sampling (the app's
+parentbased_traceidratio, 1 %), on at 100 % (always_on), on at 0 % (every request
+unsampled: what tracing costs a request that is not traced, apart from the traced
+ones), and off again. Each server is three alike `turnomatic serve` processes
+(--processes): two processes of the same code can differ by a few percent for as long
+as they live, as much as the cost measured. The traced ones export over OTLP/HTTP to a
+sink in this process that reads each export and answers 200 (a collector or Honeycomb
+would be elsewhere; the sink's work is not the app's). wrk runs against each process
+in turn, in alternating rounds; a server's figure in a round is the mean of its
+processes'.
 
 Target: the default sampling costs at most 5 % of the requests/s of tracing off (exit
-status 1 when not met); the 100 % figure is reported. Also CPU per request of each process (from /proc), steadier
-than req/s on a shared machine. A second untraced server ("off, again") measures the noise:
-what two identical servers differ by in the same rounds. A cost within that spread is
-reported as inside the noise.
+status 1 when not met); the 100 % figure is reported. Also CPU per request of each
+process (from /proc), steadier than req/s on a shared machine. The second untraced
+server ("off, again") measures the noise: what two identical servers differ by in the
+same rounds. A cost within that spread is reported as inside the noise.
 
     make bench-tracing        # or: .venv/bin/python -m tools.bench.bench_tracing [--rounds N --seconds S]
 """
 
 import os
 import statistics
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.ports import free_port
-from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink, turnomatic_server
 from turnomatic.tracing import DEFAULT_SAMPLE_RATIO
 
 TARGET_COST = 0.05
@@ -55,7 +57,10 @@ def main():
     # it is busy, so with 4 threads the CPU per request of the same server went from about
     # 300 µs (busy machine) to 1,500 µs (quiet one), diluting what tracing adds. With
     # one thread it was about 450 µs on the quiet machine (docs/monitoring.md, "Overhead").
-    args = parse_args(__doc__, "waitress threads of each server", app_threads_default=1)
+    # Three processes per server: of six alike untraced processes measured side by side
+    # (5 rounds of 5 s), the medians of CPU per request spanned 6 %, more than the
+    # cost being measured (docs/monitoring.md, "Overhead").
+    args = parse_args(__doc__, "waitress threads of each server", app_threads_default=1, processes_default=3)
     sink = ThreadingHTTPServer(("127.0.0.1", 0), DiscardingSink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     endpoint = "http://127.0.0.1:%d" % sink.server_address[1]
@@ -73,17 +78,13 @@ def main():
     off, again, default, full, unsampled = variants
     try:
         with redis_and_servers("turnomatic-bench-tracing-") as (redis_url, processes):
-            targets = {}
+            targets = {name: [] for name in variants}
             for name, env in variants.items():
-                port = free_port()
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "turnomatic", "serve", "--port", str(port), "--store", redis_url,
-                     "--statsd", statsd, "--threads", str(args.app_threads)],
-                    env={**base_env, **env}, stderr=subprocess.DEVNULL,
-                )
-                processes.append(process)
-                targets[name] = (f"http://127.0.0.1:{port}/turno/bench-tracing-{len(targets)}", process)
-            rates, costs = run_rounds(targets, args, f"one turnomatic process ({args.app_threads} threads) each, "
+                for _ in range(args.processes):
+                    port, process = turnomatic_server(redis_url, args.app_threads, statsd, {**base_env, **env})
+                    processes.append(process)
+                    targets[name].append((f"http://127.0.0.1:{port}/turno/bench-tracing-{len(processes)}", process))
+            rates, costs = run_rounds(targets, args, f"turnomatic with {args.app_threads} waitress thread(s) in each process, "
                                       "redis-server on loopback, OTLP/HTTP to a discarding sink on loopback")
             if not DiscardingSink.exports:
                 sys.exit("the sink received no export: the traced servers did not trace")

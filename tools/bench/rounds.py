@@ -17,12 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support.ports import free_port
 from tests.support.processes import cpu_seconds
 from tests.support.service import RedisServer
 from tests.support.waiting import wait_until_answers
 
 
-def parse_args(description, app_threads_help, app_threads_default=4, add_arguments=None):
+def parse_args(description, app_threads_help, app_threads_default=4, add_arguments=None, processes_default=1):
     """wrk's and the servers' options; add_arguments(parser) adds a benchmark's own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
@@ -31,11 +32,15 @@ def parse_args(description, app_threads_help, app_threads_default=4, add_argumen
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--app-threads", type=int, default=app_threads_default,
                         help=f"{app_threads_help} (default {app_threads_default})")
+    parser.add_argument("--processes", type=int, default=processes_default,
+                        help="alike processes behind each server's figure, each measured in every round "
+                             f"(default {processes_default}): two processes of the same code can differ by a "
+                             "few percent for as long as they live")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args()
-    if args.rounds < 1 or args.seconds < 1:
-        parser.error("--rounds and --seconds must be at least 1")
+    if args.rounds < 1 or args.seconds < 1 or args.processes < 1:
+        parser.error("--rounds, --seconds and --processes must be at least 1")
     if not shutil.which("wrk") or not shutil.which("redis-server"):
         sys.exit("needs wrk and redis-server (make setup installs them)")
     return args
@@ -66,6 +71,19 @@ def statsd_sink():
     return sink, "127.0.0.1:%d" % sink.getsockname()[1]
 
 
+def turnomatic_server(store_url, threads, statsd=None, env=None):
+    """(port, process): `turnomatic serve` on a free port of loopback, its errors discarded
+    (wrk counts the failed answers); env replaces the environment when given."""
+    port = free_port()
+    options = ["--statsd", statsd] if statsd else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "turnomatic", "serve", "--port", str(port), "--store", store_url, *options,
+         "--threads", str(threads)],
+        env=env, stderr=subprocess.DEVNULL,
+    )
+    return port, process
+
+
 def wrk(url, seconds, threads, connections, pid):
     """req/s, and the server's CPU microseconds per request (steadier than req/s on a busy machine)."""
     cpu_before = cpu_seconds(pid)
@@ -82,29 +100,35 @@ def wrk(url, seconds, threads, connections, pid):
 
 
 def run_rounds(targets, args, setup):
-    """targets: {name: (url, process)}. Once each answers, a line saying what runs (wrk's
-    options, then `setup`), a short warm-up of each, then args.rounds alternating rounds,
-    each printed; returns ({name: [req/s per round]}, {name: [CPU us/req per round]})
-    after printing the medians. Each round runs the targets in an order of its own (a
-    shuffle seeded by the round's number, the same in every run), so that no target
-    always runs after the same neighbour, whose background work (a traced server's
-    exports) may still be running."""
-    for url, process in targets.values():
+    """targets: {name: [(url, process), ...]}, one or more alike processes per name. Once
+    each answers, a line saying what runs (wrk's options, then `setup`), a short warm-up
+    of each, then args.rounds alternating rounds, each printed; returns ({name: [req/s
+    per round]}, {name: [CPU us/req per round]}) after printing the medians. A name's
+    figure in a round is the mean of its processes' runs: two processes of the same code
+    differ by a few percent for as long as they live (where their memory landed, their
+    hash seed), and a name served by several is less at the mercy of one. Each round
+    runs every process in an order of its own (a shuffle seeded by the round's number,
+    the same in every run), so that none always runs after the same neighbour, whose
+    background work (a traced server's exports) may still be running."""
+    runs = [(name, url, process) for name, servers in targets.items() for url, process in servers]
+    for _name, url, process in runs:
         wait_until_answers(url, process)
-    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, {setup}",
-          flush=True)
-    for url, process in targets.values():
+    processes = {len(servers) for servers in targets.values()}
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
+          f"{'/'.join(map(str, sorted(processes)))} process(es) per server, {setup}", flush=True)
+    for _name, url, process in runs:
         wrk(url, 2, args.threads, args.connections, process.pid)
     rates = {name: [] for name in targets}
     costs = {name: [] for name in targets}
     for round in range(1, args.rounds + 1):
-        order = list(targets)
+        order = list(runs)
         random.Random(round).shuffle(order)
-        for name in order:
-            url, process = targets[name]
-            rate, cost = wrk(url, args.seconds, args.threads, args.connections, process.pid)
-            rates[name].append(rate)
-            costs[name].append(cost)
+        measured = {name: [] for name in targets}
+        for name, url, process in order:
+            measured[name].append(wrk(url, args.seconds, args.threads, args.connections, process.pid))
+        for name, figures in measured.items():
+            rates[name].append(statistics.mean(rate for rate, _cost in figures))
+            costs[name].append(statistics.mean(cost for _rate, cost in figures))
         print(f"round {round}: " + ", ".join(
             f"{name} {rates[name][-1]:.0f} req/s ({costs[name][-1]:.0f} us CPU/req)" for name in targets
         ), flush=True)
