@@ -13,10 +13,11 @@ of attributes that the instrumentations do not know (the id, the outcome).
 
 Most requests are not sampled, and for them no span is made at all: a request that
 brings no trace context of its caller gets its trace id drawn by the middleware, the
-SDK's sampler decides on it, and only a sampled one gets its span, with that very trace
-id. Making the span of an unsampled request (the SDK's start_span, the context
-attached and detached, the propagator's look-ups) cost 2.7 % of a request's
-instructions, most of the default sampling's cost (docs/monitoring.md).
+sampler decides on it (the default one by a single comparison, see ratio_test), and
+only a sampled one gets its span, with that very trace id. Making the span of an
+unsampled request (the SDK's start_span, the context attached and detached, the
+propagator's look-ups) cost 2.7 % of a request's instructions, most of the default
+sampling's cost then (docs/monitoring.md).
 
 A request never waits for the backend: a finished span goes into the batch processor's
 bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, 2048; beyond it spans are dropped, never
@@ -41,9 +42,9 @@ log = logging.getLogger(__name__)
 # trace a caller started (sampled in its traceparent) is always kept whole, and of the
 # requests that come without one this fraction is traced. 1 %: a traced request costs
 # the process 1.5 to 1.9 times the CPU of an untraced one (the SDK's two spans and their
-# protobuf encoding); the default cost about 5 % of the req/s on a quiet machine
-# (docs/monitoring.md, tools/bench/bench_tracing.py); one process at 2,500 req/s still
-# sends 25 traces a second.
+# protobuf encoding); the default cost 0.3 and 3.0 % of the req/s in two runs on a
+# quiet machine (docs/monitoring.md, tools/bench/bench_tracing.py); one process at
+# 2,500 req/s still sends 25 traces a second.
 DEFAULT_SAMPLE_RATIO = 0.01
 
 # With a dead collector the exporter logs two lines per failed batch, a few a second per
@@ -70,14 +71,17 @@ def init_app(app, environ=os.environ):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, TraceIdRatioBased
 
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if resource.attributes[SERVICE_NAME].startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "turnomatic"}))
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and _ARG
+    root_sampled = None  # ask the sampler
     if "OTEL_TRACES_SAMPLER" not in environ:
-        sampler = ParentBasedTraceIdRatio(sample_ratio(environ))
+        ratio = sample_ratio(environ)
+        sampler = ParentBasedTraceIdRatio(ratio)
+        root_sampled = ratio_test(TraceIdRatioBased.get_bound_for_rate(ratio), TraceIdRatioBased.TRACE_ID_LIMIT)
     trace_ids = DrawnTraceIds(RandomIdGenerator())
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False, id_generator=trace_ids)
     exporter = span_exporter(environ)
@@ -89,7 +93,16 @@ def init_app(app, environ=os.environ):
     log.info("tracing to %s as %s, sampler %s", endpoint(environ), resource.attributes[SERVICE_NAME],
              provider.sampler.get_description())
     app.extensions["tracer"] = tracer
-    app.wsgi_app = ServerSpans(app.wsgi_app, tracer, provider.sampler, trace_ids)
+    app.wsgi_app = ServerSpans(app.wsgi_app, tracer, provider.sampler, trace_ids, root_sampled)
+
+
+def ratio_test(bound, trace_id_limit):
+    """What the ratio sampler answers about a request without a parent
+    (TraceIdRatioBased.should_sample: the trace id's lower 64 bits below the bound), as
+    one comparison. Asking the SDK's parent-based sampler the same (its look-up of a
+    parent, the ratio sampler, a SamplingResult, the parent's trace state) took about
+    1 % of a process's CPU at the default sampling (py-spy), a quarter of tracing's."""
+    return lambda trace_id, _name: trace_id & trace_id_limit < bound
 
 
 def shut_down_within(provider, seconds):
@@ -197,14 +210,21 @@ class ServerSpans:
     """WSGI middleware: the server span of each request, joined to the caller's trace
     when the request carries a traceparent (OTEL_PROPAGATORS, W3C trace context by default)."""
 
-    def __init__(self, wsgi_app, tracer, sampler, trace_ids):
+    def __init__(self, wsgi_app, tracer, sampler, trace_ids, root_sampled=None):
+        """root_sampled(trace_id, span name): the sampler's decision on a request
+        without a parent, when it can be told cheaper than by asking the sampler."""
         self.wsgi_app = wsgi_app
         self.tracer = tracer
         self.sampler = sampler
         self.trace_ids = trace_ids
+        self.root_sampled = root_sampled or self.sampler_samples_root
+        self.draw_trace_id = trace_ids.random_ids.generate_trace_id
         # The headers the propagators read (traceparent, tracestate, baggage by default).
         self.context_keys = tuple("HTTP_" + field.upper().replace("-", "_")
                                   for field in propagate.get_global_textmap().fields)
+
+    def sampler_samples_root(self, trace_id, name):
+        return self.sampler.should_sample(NO_PARENT, trace_id, name, SpanKind.SERVER).decision.is_recording()
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
@@ -213,8 +233,8 @@ class ServerSpans:
             parent = propagate.extract(environ, getter=ENVIRON_GETTER)
         else:
             # The same question start_span would ask the sampler, before any span is made.
-            trace_id = self.trace_ids.generate_trace_id()
-            if not self.sampler.should_sample(NO_PARENT, trace_id, method, SpanKind.SERVER).decision.is_recording():
+            trace_id = self.draw_trace_id()
+            if not self.root_sampled(trace_id, method):
                 environ[UNSAMPLED_TRACE_ID] = trace_id
                 return self.wsgi_app(environ, start_response)
             self.trace_ids.use_next(trace_id)

@@ -153,15 +153,19 @@ def test_a_client_traceparent_is_joined(start_service, redis_server, redis_clien
     assert len(spans) == 10
 
 
+@pytest.mark.parametrize("sampler", [
+    {},  # the app's default sampler, whose decision the app takes without asking it
+    {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"},  # the same, named: the app asks the SDK's sampler
+], ids=["default", "named"])
 def test_the_ratio_sampler_keeps_its_share_and_unsampled_failures_name_their_trace(
-        start_service, redis_server, redis_client, receiver):
+        start_service, redis_server, redis_client, receiver, sampler):
     """At a ratio of 1/2, about half the requests are traced, each with the trace id the
     sampler decided on (the ratio sampler keeps the ids whose lower 64 bits fall below
     ratio x 2^64), and the log line of a failed request that was not traced names the
     trace id the sampler refused. The app asks the sampler before making any span (an
     unsampled request gets none): were the span given a fresh id, it would be sampled
     a second time, a quarter of the requests instead of half."""
-    service = start_service("--store", redis_server.url, env=tracing_env(receiver.endpoint, OTEL_TRACES_SAMPLER_ARG="0.5"))
+    service = start_service("--store", redis_server.url, env=tracing_env(receiver.endpoint, OTEL_TRACES_SAMPLER_ARG="0.5", **sampler))
     tickets, bad = 200, 40
     connection = http.client.HTTPConnection(service.base, timeout=10)
     for n in range(tickets):
