@@ -2,9 +2,9 @@
 WSGI callable doing the same Redis increment on waitress, in the same run.
 
 Runs wrk (Debian) against each server in turn, alternating, and prints requests/s
-and the ratios. Every server is one process against one local redis-server, with
---app-threads waitress threads (4 by default) but for the two turnomatic rows below
-that compare the role's settings. Target: turnomatic >= 0.90 of the bare callable's req/s.
+and the ratios. Every server is one process (or --processes alike ones) against one
+local redis-server, with --app-threads waitress threads (4 by default) but for the two
+turnomatic rows below that compare the role's settings. Target: turnomatic >= 0.90 of the bare callable's req/s.
 
 Six servers:
 - turnomatic, as `turnomatic serve` runs it (its GIL switch interval), with the
@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from tests.support.ports import free_port
-from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink, turnomatic_server
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, start_alike, statsd_sink, turnomatic_server
 from turnomatic.cli import GIL_SWITCH_INTERVAL
 
 HERE = Path(__file__).resolve().parent
@@ -78,13 +78,9 @@ def main():
             "bare same interval": lambda: waitress_process("bare_app:application", tuned_env),
             "minimal Flask": lambda: waitress_process("minimal_flask_app:app", tuned_env),
         }
-        targets = {name: [] for name in servers}
-        for name, start in servers.items():
-            for _ in range(args.processes):
-                port, process = start()
-                processes.append(process)
-                targets[name].append((f"http://127.0.0.1:{port}/turno/bench-app-{len(processes)}", process))
-        rates, costs = run_rounds(targets, args, f"waitress with {args.app_threads} threads in each process, "
+        targets = {name: start_alike(args.processes, start, processes, "/turno/bench-app")
+                   for name, start in servers.items()}
+        rates, costs = run_rounds(targets, args, f"{args.app_threads} waitress threads in each process but where named, "
                                   f"redis-server on loopback; turnomatic's GIL switch interval "
                                   f"{GIL_SWITCH_INTERVAL * 1000:g} ms")
 

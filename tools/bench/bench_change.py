@@ -1,7 +1,8 @@
 """Benchmark: CPU per request of this tree's turnomatic against another commit's, in one run.
 
-Three `turnomatic serve` processes on one redis-server, metrics on (to a UDP socket
-never read), each with the waitress threads the turnomatic role deploys: the app of
+Three servers on one redis-server, metrics on (to a UDP socket never read), each
+`turnomatic serve` with the waitress threads the turnomatic role deploys (one
+process each, or --processes alike ones): the app of
 BASE (`git archive BASE app/turnomatic`, imported from a temporary directory), the
 same again (what two identical servers differ by in the same rounds: the noise), and
 this working tree's app. Everything else (waitress, Flask, redis-py, this tree's
@@ -27,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from tests.support.paths import REPO, ROLES
-from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink, turnomatic_server
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, start_alike, statsd_sink, turnomatic_server
 
 ROLE_DEFAULTS = ROLES / "turnomatic" / "defaults" / "main.yml"
 
@@ -48,12 +49,11 @@ def main():
             sys.exit(f"the base's app is not the one imported: {imported}")
         base, again, this = f"{args.base}", f"{args.base}, again", "this tree"
         with redis_and_servers("turnomatic-bench-change-") as (redis_url, processes):
-            targets = {name: [] for name in (base, again, this)}
-            for name, env in ((base, base_env), (again, base_env), (this, os.environ)):
-                for _ in range(args.processes):
-                    port, process = turnomatic_server(redis_url, args.app_threads, statsd, env)
-                    processes.append(process)
-                    targets[name].append((f"http://127.0.0.1:{port}/turno/bench-change-{len(processes)}", process))
+            targets = {
+                name: start_alike(args.processes, lambda: turnomatic_server(redis_url, args.app_threads, statsd, env),
+                                  processes, "/turno/bench-change")
+                for name, env in ((base, base_env), (again, base_env), (this, None))
+            }
             rates, costs = run_rounds(targets, args, f"turnomatic with {args.app_threads} waitress threads in each process, "
                                       "redis-server on loopback, metrics on")
     cost_ratios = {name: [c / b for c, b in zip(costs[name], costs[base])] for name in (again, this)}

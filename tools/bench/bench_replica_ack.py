@@ -2,8 +2,8 @@
 turnomatic, in one run, side by side.
 
 One replicated Redis on loopback (a primary, two replicas with AOF appendfsync always,
-three sentinels; tests.support.service.ReplicatedRedis) and two `turnomatic serve`
-processes alike but for `replica_acks` in their redis+sentinel:// URL: 1 (a number is
+three sentinels; tests.support.service.ReplicatedRedis) and two servers of `turnomatic
+serve` (one process each, or --processes alike ones) alike but for `replica_acks` in their redis+sentinel:// URL: 1 (a number is
 handed out once a replica has it, the default behind Sentinel) and 0 (the primary's
 answer alone). wrk runs against each in turn, in alternating rounds. Reported: the
 requests/s lost and the CPU per request added; no target (the figure is what it is).
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from tests.support.service import ReplicatedRedis
-from tools.bench.rounds import parse_args, print_cost, run_rounds, turnomatic_server
+from tools.bench.rounds import parse_args, print_cost, run_rounds, start_alike, turnomatic_server
 
 
 def main():
@@ -24,13 +24,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="turnomatic-bench-replica-ack-") as workdir:
         cluster = ReplicatedRedis(Path(workdir)).start()
         try:
-            targets = {}
-            for acks in (1, 0):
-                targets[f"replica_acks={acks}"] = []
-                for _ in range(args.processes):
-                    port, process = turnomatic_server(cluster.url(replica_acks=acks), args.app_threads)
-                    processes.append(process)
-                    targets[f"replica_acks={acks}"].append((f"http://127.0.0.1:{port}/turno/bench-ack-{acks}", process))
+            targets = {
+                f"replica_acks={acks}": start_alike(
+                    args.processes, lambda: turnomatic_server(cluster.url(replica_acks=acks), args.app_threads),
+                    processes, f"/turno/bench-ack-{acks}")
+                for acks in (1, 0)
+            }
             rates, costs = run_rounds(targets, args, f"turnomatic with {args.app_threads} waitress threads in each process, "
                                       "a primary and 2 replicas (AOF always) and 3 sentinels on loopback")
         finally:

@@ -27,7 +27,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, statsd_sink, turnomatic_server
+from tools.bench.rounds import parse_args, redis_and_servers, run_rounds, start_alike, statsd_sink, turnomatic_server
 from turnomatic.tracing import DEFAULT_SAMPLE_RATIO
 
 TARGET_COST = 0.05
@@ -78,12 +78,12 @@ def main():
     off, again, default, full, unsampled = variants
     try:
         with redis_and_servers("turnomatic-bench-tracing-") as (redis_url, processes):
-            targets = {name: [] for name in variants}
-            for name, env in variants.items():
-                for _ in range(args.processes):
-                    port, process = turnomatic_server(redis_url, args.app_threads, statsd, {**base_env, **env})
-                    processes.append(process)
-                    targets[name].append((f"http://127.0.0.1:{port}/turno/bench-tracing-{len(processes)}", process))
+            targets = {
+                name: start_alike(args.processes,
+                                  lambda: turnomatic_server(redis_url, args.app_threads, statsd, {**base_env, **env}),
+                                  processes, "/turno/bench-tracing")
+                for name, env in variants.items()
+            }
             rates, costs = run_rounds(targets, args, f"turnomatic with {args.app_threads} waitress thread(s) in each process, "
                                       "redis-server on loopback, OTLP/HTTP to a discarding sink on loopback")
             if not DiscardingSink.exports:

@@ -84,6 +84,18 @@ def turnomatic_server(store_url, threads, statsd=None, env=None):
     return port, process
 
 
+def start_alike(count, start, processes, path):
+    """[(url, process)]: `count` processes started by start() -> (port, process), each
+    appended to `processes` (to be stopped on the way out) as soon as it runs; each URL
+    is `path` on its process with a suffix of its own (an id of its own)."""
+    servers = []
+    for _ in range(count):
+        port, process = start()
+        processes.append(process)
+        servers.append((f"http://127.0.0.1:{port}{path}-{len(processes)}", process))
+    return servers
+
+
 def wrk(url, seconds, threads, connections, pid):
     """req/s, and the server's CPU microseconds per request (steadier than req/s on a busy machine)."""
     cpu_before = cpu_seconds(pid)
@@ -113,9 +125,9 @@ def run_rounds(targets, args, setup):
     runs = [(name, url, process) for name, servers in targets.items() for url, process in servers]
     for _name, url, process in runs:
         wait_until_answers(url, process)
-    processes = {len(servers) for servers in targets.values()}
+    process_counts = sorted({len(servers) for servers in targets.values()})
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} alternating rounds, "
-          f"{'/'.join(map(str, sorted(processes)))} process(es) per server, {setup}", flush=True)
+          f"{'/'.join(map(str, process_counts))} process(es) per server, {setup}", flush=True)
     for _name, url, process in runs:
         wrk(url, 2, args.threads, args.connections, process.pid)
     rates = {name: [] for name in targets}
