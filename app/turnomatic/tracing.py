@@ -38,9 +38,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 log = logging.getLogger(__name__)
 
-# Default sampler when OTEL_TRACES_SAMPLER is not set: parentbased_traceidratio, so a
-# trace a caller started (sampled in its traceparent) is always kept whole, and of the
-# requests that come without one this fraction is traced. 1 %: a traced request costs
+# The default sampler (OTEL_TRACES_SAMPLER unset, or set to it as the turnomatic role
+# does): built here rather than by the SDK, so that its ratio is checked (a bad one
+# stops the start; the SDK would trace everything) and its decision taken in one
+# comparison (ratio_test).
+RATIO_SAMPLER = "parentbased_traceidratio"
+
+# Its ratio when OTEL_TRACES_SAMPLER_ARG is not set. Parent-based, so a trace a caller
+# started (sampled in its traceparent) is always kept whole, and of the requests that
+# come without one this fraction is traced. 1 %: a traced request costs
 # the process 1.5 to 1.9 times the CPU of an untraced one (the SDK's two spans and their
 # protobuf encoding); the default cost 0.3 and 3.0 % of the req/s in two runs on a
 # quiet machine (docs/monitoring.md, tools/bench/bench_tracing.py); one process at
@@ -78,7 +84,7 @@ def init_app(app, environ=os.environ):
         resource = resource.merge(Resource({SERVICE_NAME: "turnomatic"}))
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and _ARG
     root_sampled = None  # ask the sampler
-    if "OTEL_TRACES_SAMPLER" not in environ:
+    if environ.get("OTEL_TRACES_SAMPLER", RATIO_SAMPLER).lower() == RATIO_SAMPLER:
         ratio = sample_ratio(environ)
         sampler = ParentBasedTraceIdRatio(ratio)
         root_sampled = ratio_test(TraceIdRatioBased.get_bound_for_rate(ratio), TraceIdRatioBased.TRACE_ID_LIMIT)
@@ -100,8 +106,9 @@ def ratio_test(bound, trace_id_limit):
     """What the ratio sampler answers about a request without a parent
     (TraceIdRatioBased.should_sample: the trace id's lower 64 bits below the bound), as
     one comparison. Asking the SDK's parent-based sampler the same (its look-up of a
-    parent, the ratio sampler, a SamplingResult, the parent's trace state) took about
-    1 % of a process's CPU at the default sampling (py-spy), a quarter of tracing's."""
+    parent, the ratio sampler, a SamplingResult, the parent's trace state) took 1.2 %
+    of a saturated process's samples at the default sampling (py-spy), a third of all
+    that ran only because tracing was on (docs/monitoring.md, "Overhead")."""
     return lambda trace_id, _name: trace_id & trace_id_limit < bound
 
 
@@ -185,8 +192,8 @@ UNSAMPLED_TRACE_ID = "turnomatic.unsampled_trace_id"
 
 class DrawnTraceIds:
     """The SDK's id generator, `random_ids`, but a thread's next trace id can be one drawn
-    beforehand: the middleware asks the sampler about a trace id before making a span,
-    and the span of a sampled request must carry the id that was sampled (the ratio
+    beforehand: the middleware has the sampling decided on a trace id before making a
+    span, and the span of a sampled request must carry the id that was sampled (the ratio
     sampler decides on the id: a fresh one would be sampled again, at 1 % of 1 %)."""
 
     def __init__(self, random_ids):

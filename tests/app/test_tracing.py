@@ -154,16 +154,17 @@ def test_a_client_traceparent_is_joined(start_service, redis_server, redis_clien
 
 
 @pytest.mark.parametrize("sampler", [
-    {},  # the app's default sampler, whose decision the app takes without asking it
-    {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"},  # the same, named: the app asks the SDK's sampler
-], ids=["default", "named"])
+    {},  # the app's default sampler, whose decision the app takes by one comparison
+    {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"},  # the same, named as the turnomatic role does
+    {"OTEL_TRACES_SAMPLER": "traceidratio"},  # another sampler, the same decisions here: the SDK's is asked
+], ids=["default", "named", "asked"])
 def test_the_ratio_sampler_keeps_its_share_and_unsampled_failures_name_their_trace(
         start_service, redis_server, redis_client, receiver, sampler):
     """At a ratio of 1/2, about half the requests are traced, each with the trace id the
     sampler decided on (the ratio sampler keeps the ids whose lower 64 bits fall below
     ratio x 2^64), and the log line of a failed request that was not traced names the
-    trace id the sampler refused. The app asks the sampler before making any span (an
-    unsampled request gets none): were the span given a fresh id, it would be sampled
+    trace id the sampler refused. The app has the sampler's decision before making any
+    span (an unsampled request gets none): were the span given a fresh id, it would be sampled
     a second time, a quarter of the requests instead of half."""
     service = start_service("--store", redis_server.url, env=tracing_env(receiver.endpoint, OTEL_TRACES_SAMPLER_ARG="0.5", **sampler))
     tickets, bad = 200, 40
@@ -172,9 +173,10 @@ def test_the_ratio_sampler_keeps_its_share_and_unsampled_failures_name_their_tra
         assert request(service.base, f"/turno/ratio{n % 4}", connection=connection)[0] == 200
     for n in range(bad):
         assert request(service.base, f"/turno/-bad{n}", connection=connection)[0] == 400
-    # A sampled traceparent is always traced, and the exporter keeps the order: once this
-    # last request's span has arrived, so have all the others.
-    marker = "5bf92f3577b34da6a3ce929d0e0e4736"
+    # A sampled traceparent is traced (by traceidratio too: the ratio keeps its id), and
+    # the exporter keeps the order: once this last request's span has arrived, so have
+    # all the others.
+    marker = "5bf92f3577b34da613ce929d0e0e4736"
     assert request(service.base, "/turno/marker", {"traceparent": f"00-{marker}-00f067aa0ba902b7-01"},
                    connection=connection)[0] == 200
     connection.close()
