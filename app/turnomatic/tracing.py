@@ -4,7 +4,9 @@ exported over OTLP to any backend (Honeycomb, an OpenTelemetry Collector...).
 Configured only by the standard OTEL_* environment variables, read by the SDK itself:
 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), _HEADERS, _PROTOCOL,
 _TIMEOUT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, _SAMPLER_ARG,
-OTEL_BSP_* and OTEL_PROPAGATORS. Without an endpoint tracing is off: no SDK, no
+OTEL_BSP_* and OTEL_PROPAGATORS; but for the default sampler, parentbased_traceidratio,
+which this module builds from OTEL_TRACES_SAMPLER_ARG when OTEL_TRACES_SAMPLER is unset
+or names it (RATIO_SAMPLER). Without an endpoint tracing is off: no SDK, no
 middleware, and the hooks below cost one context look-up.
 
 Spans of our own rather than the Flask/WSGI instrumentations: those record dozens of
@@ -84,7 +86,7 @@ def init_app(app, environ=os.environ):
         resource = resource.merge(Resource({SERVICE_NAME: "turnomatic"}))
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and _ARG
     root_sampled = None  # ask the sampler
-    if environ.get("OTEL_TRACES_SAMPLER", RATIO_SAMPLER).lower() == RATIO_SAMPLER:
+    if (environ.get("OTEL_TRACES_SAMPLER") or RATIO_SAMPLER).lower() == RATIO_SAMPLER:
         ratio = sample_ratio(environ)
         sampler = ParentBasedTraceIdRatio(ratio)
         root_sampled = ratio_test(TraceIdRatioBased.get_bound_for_rate(ratio), TraceIdRatioBased.TRACE_ID_LIMIT)

@@ -214,6 +214,17 @@ def test_tracing_is_off_without_an_endpoint(start_service, redis_server, redis_c
     assert "[trace" not in service.log()
 
 
+@pytest.mark.parametrize("sampler", [{}, {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}, {"OTEL_TRACES_SAMPLER": ""}],
+                         ids=["unset", "named", "empty"])
+def test_without_a_ratio_the_ratio_sampler_traces_one_request_in_a_hundred(start_service, redis_server, receiver, sampler):
+    """The app's 1 %, where the SDK's parentbased_traceidratio would trace everything
+    without an OTEL_TRACES_SAMPLER_ARG; an empty variable is an unset one."""
+    env = tracing_env(receiver.endpoint, **sampler)
+    env.pop("OTEL_TRACES_SAMPLER_ARG", None)
+    service = start_service("--store", redis_server.url, env=env)
+    assert "sampler ParentBased{root:TraceIdRatioBased{0.01}" in service.log()
+
+
 def latencies(base, count):
     # 1 s: a request that waited for the exporter would wait its 2 s timeout or retries.
     connection = http.client.HTTPConnection(base, timeout=1)
@@ -320,6 +331,8 @@ def test_trace_context_crosses_the_balancer(start_service, redis_server, redis_c
     ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "needs the package opentelemetry-exporter-otlp-proto-grpc"),
     ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "'http/json' is not supported"),
     ({"OTEL_TRACES_SAMPLER_ARG": "10"}, "must be a ratio from 0 to 1"),
+    # Named, in any case: the SDK would trace everything.
+    ({"OTEL_TRACES_SAMPLER": "PARENTBASED_TRACEIDRATIO", "OTEL_TRACES_SAMPLER_ARG": "x"}, "must be a ratio from 0 to 1"),
 ])
 def test_a_setting_it_cannot_honour_stops_the_start(env, message):
     """Rather than a service that silently traces nothing (or everything)."""

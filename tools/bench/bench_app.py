@@ -9,9 +9,9 @@ turnomatic rows below that compare the role's settings. Target: turnomatic >= 0.
 Six servers:
 - turnomatic, as `turnomatic serve` runs it (its GIL switch interval), with the
   baselines' thread count;
-- turnomatic as deployed: one process (the role runs one per core) with the thread
-  count the turnomatic role sets (roles/turnomatic/defaults/main.yml);
-- turnomatic, previous settings: one process with the role's thread count before
+- turnomatic as deployed: the thread count the turnomatic role sets per process
+  (roles/turnomatic/defaults/main.yml; the role runs one process per core);
+- turnomatic, previous settings: the role's thread count per process before
   docs/capacity.md "Per core" (PREVIOUS_THREADS); deployed / previous is what the
   change of settings gained per core;
 - bare: the bare callable on waitress as it comes (Python's 5 ms interval): the target's baseline;
