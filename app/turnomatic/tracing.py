@@ -79,7 +79,7 @@ def init_app(app, environ=os.environ):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, TraceIdRatioBased
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if resource.attributes[SERVICE_NAME].startswith("unknown_service"):
@@ -87,9 +87,9 @@ def init_app(app, environ=os.environ):
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and _ARG
     root_sampled = None  # ask the sampler
     if (environ.get("OTEL_TRACES_SAMPLER") or RATIO_SAMPLER).lower() == RATIO_SAMPLER:
-        ratio = sample_ratio(environ)
-        sampler = ParentBasedTraceIdRatio(ratio)
-        root_sampled = ratio_test(TraceIdRatioBased.get_bound_for_rate(ratio), TraceIdRatioBased.TRACE_ID_LIMIT)
+        ratio_sampler = TraceIdRatioBased(sample_ratio(environ))
+        sampler = ParentBased(root=ratio_sampler)  # what the SDK's ParentBasedTraceIdRatio is
+        root_sampled = ratio_test(ratio_sampler)
     trace_ids = DrawnTraceIds(RandomIdGenerator())
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False, id_generator=trace_ids)
     exporter = span_exporter(environ)
@@ -104,13 +104,15 @@ def init_app(app, environ=os.environ):
     app.wsgi_app = ServerSpans(app.wsgi_app, tracer, provider.sampler, trace_ids, root_sampled)
 
 
-def ratio_test(bound, trace_id_limit):
-    """What the ratio sampler answers about a request without a parent
-    (TraceIdRatioBased.should_sample: the trace id's lower 64 bits below the bound), as
-    one comparison. Asking the SDK's parent-based sampler the same (its look-up of a
-    parent, the ratio sampler, a SamplingResult, the parent's trace state) took 1.2 %
-    of a saturated process's samples at the default sampling (py-spy), a third of all
-    that ran only because tracing was on (docs/monitoring.md, "Overhead")."""
+def ratio_test(ratio_sampler):
+    """What the ratio sampler (the root of the parent-based one) answers about a request
+    without a parent (TraceIdRatioBased.should_sample: the trace id's lower 64 bits
+    below its bound), as one comparison. Asking the SDK's parent-based sampler the same
+    (its look-up of a parent, the ratio sampler, a SamplingResult, the parent's trace
+    state) took 1.2 % of a saturated process's samples at the default sampling
+    (py-spy), a third of all that ran only because tracing was on (docs/monitoring.md,
+    "Overhead")."""
+    bound, trace_id_limit = ratio_sampler.bound, ratio_sampler.TRACE_ID_LIMIT
     return lambda trace_id, _name: trace_id & trace_id_limit < bound
 
 

@@ -4,7 +4,8 @@ WSGI callable doing the same Redis increment on waitress, in the same run.
 Runs wrk (Debian) against each server in turn, alternating, and prints requests/s
 and the ratios. Every server is one process (or --processes alike ones) against one
 local redis-server, with --app-threads waitress threads (4 by default) but for the two
-turnomatic rows below that compare the role's settings. Target: turnomatic >= 0.90 of the bare callable's req/s.
+turnomatic rows below that compare the role's settings. Target: turnomatic >= 0.90 of
+the bare callable's req/s.
 
 Six servers:
 - turnomatic, as `turnomatic serve` runs it (its GIL switch interval), with the

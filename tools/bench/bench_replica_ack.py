@@ -5,8 +5,9 @@ One replicated Redis on loopback (a primary, two replicas with AOF appendfsync a
 three sentinels; tests.support.service.ReplicatedRedis) and two servers of `turnomatic
 serve` (one process each, or --processes N), the same but for `replica_acks` in their
 redis+sentinel:// URL: 1 (a number is handed out once a replica has it, the default
-behind Sentinel) and 0 (the primary's answer alone). wrk runs against each in turn, in alternating rounds. Reported: the
-requests/s lost and the CPU per request added; no target (the figure is what it is).
+behind Sentinel) and 0 (the primary's answer alone). wrk runs against each in turn, in
+alternating rounds. Reported: the requests/s lost and the CPU per request added; no
+target (the figure is what it is).
 
     make bench-replica-ack    # or: .venv/bin/python -m tools.bench.bench_replica_ack [--rounds N --seconds S]
 """
